@@ -1,0 +1,187 @@
+"""One balanced training step with the probe: the piece the trainer and users' own loops share.
+
+    stepper = Stepper(net, classification(10), method="cggm", settings={"rho": 1.3}, lr=1e-3)
+    for xs, y in loader:
+        stepper.step(xs, y)
+
+`Stepper` owns the auxiliary heads (built lazily from the first batch's feature shapes), the
+model and aux optimizers, the method, gradient clipping and probe logging. Diagnostics and device
+syncs happen only on logging steps (`step % log_every == 0`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from . import probe
+from .methods import METHODS, resolve_method_settings
+from .methods.base import Method, StepState
+from .models import AuxHeads, MultimodalNet
+from .tasks import Task
+from .tracking import Sink, log_dict
+
+
+class Stepper:
+    def __init__(
+        self,
+        model: MultimodalNet,
+        task: Task,
+        method: str = "cggm",
+        settings: Mapping[str, Any] | None = None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr: float = 1e-3,
+        aux_lr_ratio: float = 0.5,
+        clip: float = 0.8,
+        log_every: int = 1,
+        sink: Sink | None = None,
+        aux: AuxHeads | None = None,
+        optimizer_name: str = "adam",
+        weight_decay: float = 0.0,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+        self.model = model
+        self.task = task
+        self.method_name = method
+        self.method_cfg = resolve_method_settings(method, settings or {}, model.modalities)
+        self.lr = lr
+        self.aux_lr = lr * aux_lr_ratio
+        self.clip = clip
+        self.log_every = log_every
+        self.sink = sink
+        self.optimizer = optimizer if optimizer is not None else make_optimizer(optimizer_name, model.parameters(), lr, weight_decay)
+        self.aux: AuxHeads | None = None
+        self.aux_optimizer: torch.optim.Optimizer | None = None
+        self.method: Method | None = None
+        self.global_step = 0
+        self.last: dict[str, float] = {}
+        if aux is not None:
+            self._attach_aux(aux)
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _attach_aux(self, aux: AuxHeads) -> None:
+        self.aux = aux
+        self.aux_optimizer = torch.optim.Adam(aux.parameters(), lr=self.aux_lr)
+        self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
+
+    def build_aux(self, feats: Mapping[str, torch.Tensor]) -> AuxHeads:
+        last = self.model.head_last_layer()
+        dims = {m: int(f.reshape(f.shape[0], -1).shape[1]) for m, f in feats.items()}
+        device = next(iter(feats.values())).device
+        return AuxHeads(dims, last.in_features, last.out_features).to(device)
+
+    # -- the step ------------------------------------------------------------------------------
+    def step(self, xs: Mapping[str, torch.Tensor], y: torch.Tensor) -> dict[str, float]:
+        """One optimisation step; returns the logged values on logging steps, {} otherwise."""
+        self.global_step += 1
+        step = self.global_step
+        log = self.log_every > 0 and step % self.log_every == 0
+        model, task = self.model, self.task
+        model.train()
+        feats = model.encode(xs)  # h_m: (B, D_m)
+        if self.aux is None:
+            self._attach_aux(self.build_aux(feats))
+        assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
+        method = self.method
+        pred = model.fuse(feats, keep=method.active_modalities)
+        task_loss = task.loss(pred, y)
+        aux_logits = self.aux(feats)  # heads read sg(h_m)
+        aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
+        eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
+        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps)
+
+        extra = method.before_backward(state)
+        if log and not state.cos:
+            state.cos = probe.gradient_cosines(model, self.aux, task_loss, aux_losses)
+        loss = task_loss if extra is None else task_loss + extra
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        # One backward: aux losses reach only the aux heads because their input is detached.
+        (loss + torch.stack(list(aux_losses.values())).sum()).backward()
+        norms = {m: probe.grad_norm(model.encoder_params(m)) for m in model.modalities} if log else {}
+        coef = method.modulate(state)
+        norms_mod = {m: probe.grad_norm(model.encoder_params(m)) for m in model.modalities} if log else {}
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+        self.optimizer.step()
+        self.aux_optimizer.step()
+        if not log:
+            return {}
+        values = self._collect(state, loss, coef, norms, norms_mod)
+        self.last = values
+        if self.sink is not None:
+            log_dict(self.sink, values, step)
+        return values
+
+    def _collect(
+        self,
+        state: StepState,
+        loss: torch.Tensor,
+        coef: Mapping[str, torch.Tensor | float],
+        norms: Mapping[str, torch.Tensor],
+        norms_mod: Mapping[str, torch.Tensor],
+    ) -> dict[str, float]:
+        task = self.task
+        tensors: dict[str, torch.Tensor] = {
+            "train/loss": state.task_loss.detach(),
+            f"train/{task.metric_name}": task.metric(state.pred.detach(), state.y),
+            "loss/total": loss.detach(),
+        }
+        for m in self.model.modalities:
+            tensors[f"acc/{m}"] = state.eps[m]
+            tensors[f"loss/aux/{m}"] = state.aux_losses[m].detach()
+            tensors[f"grad_norm/{m}"] = norms[m]
+            tensors[f"grad_norm_mod/{m}"] = norms_mod[m]
+            tensors[f"cos/{m}"] = state.cos[m]
+            c = coef[m]
+            tensors[f"coef/{m}"] = c.detach() if isinstance(c, torch.Tensor) else torch.tensor(float(c))
+        tensors.update(state.scalars)
+        keys = list(tensors)
+        # One device sync for the whole step's numbers.
+        flat = torch.stack([t.detach().float().reshape(()).cpu() for t in tensors.values()]).tolist()
+        values = dict(zip(keys, flat, strict=True))
+        active = self.method.active_modalities if self.method else self.model.modalities
+        values.update(
+            probe.imbalance(
+                {m: values[f"acc/{m}"] for m in self.model.modalities},
+                {m: values[f"grad_norm/{m}"] for m in active},
+            )
+        )
+        return values
+
+    # -- checkpointing -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
+        return {
+            "model": self.model.state_dict(),
+            "aux": self.aux.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], aux: AuxHeads) -> None:
+        self._attach_aux(aux)
+        assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
+        self.model.load_state_dict(state["model"])
+        self.aux.load_state_dict(state["aux"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.global_step = int(state["global_step"])
+
+
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd")

@@ -1,0 +1,46 @@
+"""Tasks: the loss ℓ and the batch metric ε that CGGM and the probe read (DESIGN §4 step 3).
+
+A method never knows which task it trains; it asks the task for `loss(pred, y)` and
+`metric(pred, y)`. Classification uses cross-entropy and accuracy; regression uses L1 and sign
+accuracy, so that CGGM's ε works unchanged on MOSI-style targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str  # "classification" | "regression"
+    num_outputs: int  # classes, or regression targets
+    metric_name: str  # key suffix: train/<metric_name>, val/<metric_name>
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.kind == "classification":
+            return F.cross_entropy(pred, y)
+        return F.l1_loss(pred.reshape(y.shape), y)
+
+    def per_sample_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.kind == "classification":
+            return F.cross_entropy(pred, y, reduction="none")
+        return (pred.reshape(y.shape) - y).abs().reshape(len(y), -1).mean(dim=1)
+
+    @torch.no_grad()
+    def metric(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """ε on one batch, as a 0-d tensor (no device sync; callers `.item()` on log steps only)."""
+        if self.kind == "classification":
+            return (pred.argmax(dim=1) == y).float().mean()
+        # Sign accuracy, as in MOSI's binary accuracy: a prediction is right when its sign matches.
+        return ((pred.reshape(y.shape) >= 0) == (y >= 0)).float().mean()
+
+
+def classification(num_classes: int) -> Task:
+    return Task(kind="classification", num_outputs=num_classes, metric_name="acc")
+
+
+def regression(num_targets: int = 1) -> Task:
+    return Task(kind="regression", num_outputs=num_targets, metric_name="sign_acc")

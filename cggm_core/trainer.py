@@ -1,0 +1,267 @@
+"""Trainer: setup → fit → validate, seeded and deterministic on CPU, checkpoint per epoch, resume.
+
+Outputs in `out_dir` (when given): config.json, metrics.jsonl, summary.json and checkpoint.pt
+(model, aux heads, optimizers, method state, RNG state, the job config), rewritten atomically
+after every epoch. Resuming from checkpoint.pt continues at the next epoch and appends to
+metrics.jsonl; a resumed run reproduces the uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import probe
+from .config import JobConfig, resolve
+from .data import DATASETS, MultimodalData
+from .methods import METHODS
+from .models import build_mlp_net
+from .step import Stepper
+from .tracking import JsonlSink, MultiSink, Sink, encode_value, log_dict
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return torch.device(device)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" | "stopped"
+    summary: dict[str, Any]
+    out_dir: Path | None = None
+    logged_points: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class CountingSink:
+    """Counts points on their way to the real sink (the worker tests compare stored vs logged)."""
+
+    def __init__(self, inner: Sink | None) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def log(self, points: Any) -> None:
+        pts = list(points)
+        self.count += len(pts)
+        if self.inner is not None:
+            self.inner.log(pts)
+
+    def flush(self) -> None:
+        if self.inner is not None:
+            self.inner.flush()
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+class Trainer:
+    def __init__(
+        self,
+        job: JobConfig,
+        out_dir: str | Path | None = None,
+        device: str = "auto",
+        sink: Sink | None = None,
+        progress: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.job = job
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.device = pick_device(device)
+        self.extra_sink = sink
+        self.progress = progress
+        self.should_stop = should_stop or (lambda: False)
+        self.start_epoch = 1
+        self.best: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, resume: str | Path | None = None, append: bool = False) -> None:
+        t = self.job.trainer
+        torch.manual_seed(t["seed"])
+        self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t["data_seed"])
+        METHODS[self.job.method].check(self.job.method_settings, self.data.modalities)
+        self.train_split = self.data.train.to(self.device)
+        self.val_split = self.data.val.to(self.device)
+        self.test_split = self.data.test.to(self.device)
+        task = self.data.task
+        self.model = build_mlp_net(self.data.in_dims, t["hidden"], t["feat_dim"], t["head_hidden"], task.num_outputs)
+        self.model.to(self.device)
+        sinks: list[Sink] = []
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(self.job.flat(), indent=2) + "\n")
+            sinks.append(JsonlSink(self.out_dir / "metrics.jsonl", append=append or resume is not None))
+        if self.extra_sink is not None:
+            sinks.append(self.extra_sink)
+        self.sink = CountingSink(MultiSink(*sinks))
+        self.stepper = Stepper(
+            self.model,
+            task,
+            self.job.method,
+            self.job.method_settings,
+            lr=t["lr"],
+            aux_lr_ratio=t["aux_lr_ratio"],
+            clip=t["clip"],
+            log_every=t["log_every"],
+            sink=self.sink,
+            optimizer_name=t["optimizer"],
+            weight_decay=t["weight_decay"],
+        )
+        feats_dims = {m: t["feat_dim"] for m in self.data.modalities}
+        torch.manual_seed(t["seed"] + 1)  # aux heads drawn from their own stream, the same in every run
+        aux = self.stepper.build_aux({m: torch.zeros(1, d, device=self.device) for m, d in feats_dims.items()})
+        if resume is not None:
+            ckpt = torch.load(resume, map_location=self.device, weights_only=False)
+            self.stepper.load_state_dict(ckpt["stepper"], aux)
+            self.start_epoch = int(ckpt["epoch"]) + 1
+            self.best = ckpt.get("best", {})
+            torch.set_rng_state(ckpt["rng_cpu"])
+            if torch.cuda.is_available() and ckpt.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        else:
+            self.stepper._attach_aux(aux)
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        t = self.job.trainer
+        epochs = t["epochs"]
+        batch_size = t["batch_size"]
+        per_epoch = math.ceil(len(self.train_split) / batch_size)
+        started = time.time()
+        bar = tqdm(
+            total=epochs * per_epoch,
+            initial=(self.start_epoch - 1) * per_epoch,
+            desc=f"{self.job.method} on {self.job.dataset}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        status = "finished"
+        metric = self.data.task.metric_name
+        for epoch in range(self.start_epoch, epochs + 1):
+            # Shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
+            gen = torch.Generator().manual_seed(t["seed"] * 1_000_003 + epoch)
+            for xs, y in self.train_split.batches(batch_size, generator=gen):
+                values = self.stepper.step(xs, y)
+                bar.update(1)
+                if values:
+                    bar.set_postfix(loss=f"{values['train/loss']:.3f}", acc=f"{values[f'train/{metric}']:.3f}", refresh=False)
+                if self.should_stop():
+                    status = "stopped"
+                    break
+            if status == "stopped":
+                break
+            val = self.validate(epoch)
+            bar.set_postfix(val=f"{val[f'val/{metric}']:.3f}", refresh=False)
+            self.save_checkpoint(epoch)
+            self.sink.flush()
+        bar.close()
+        summary = self.finish(status, time.time() - started)
+        return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
+
+    # -- validate ------------------------------------------------------------------------------
+    def validate(self, epoch: int) -> dict[str, float]:
+        t = self.job.trainer
+        task = self.data.task
+        aux = self.stepper.aux
+        assert aux is not None
+        scores = probe.evaluate(self.model, aux, task, self.val_split)
+        values = {f"val/{k}": v for k, v in scores.items()}
+        if t["shapley"]:
+            contrib = probe.contributions(self.model, aux, task, self.val_split, t["shapley_max_modalities"])
+            values.update({f"val/contrib/{m}": v for m, v in contrib.items()})
+        values["epoch"] = float(epoch)
+        log_dict(self.sink, values, self.stepper.global_step)
+        self.history.append(values)
+        key = f"val/{task.metric_name}"
+        if not self.best or values[key] > self.best[key]:
+            self.best = {**values, "step": self.stepper.global_step}
+        return values
+
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.out_dir is None:
+            return
+        ckpt = {
+            "config": self.job.flat(),
+            "epoch": epoch,
+            "stepper": self.stepper.state_dict(),
+            "best": self.best,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        tmp = self.out_dir / "checkpoint.pt.tmp"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, self.out_dir / "checkpoint.pt")
+
+    def finish(self, status: str, elapsed_s: float) -> dict[str, Any]:
+        t = self.job.trainer
+        task = self.data.task
+        aux = self.stepper.aux
+        assert aux is not None
+        test = {f"test/{k}": v for k, v in probe.evaluate(self.model, aux, task, self.test_split).items()}
+        values = dict(test)
+        probe_acc: dict[str, float] = {}
+        if t["linear_probe"]:
+            probe_acc = probe.linear_probe(self.model, task, self.train_split, self.test_split, t["probe_steps"], t["seed"])
+            values.update({f"probe/{task.metric_name}/{m}": v for m, v in probe_acc.items()})
+        log_dict(self.sink, values, self.stepper.global_step)
+        self.sink.flush()
+        final = self.history[-1] if self.history else {}
+        summary = {
+            "status": status,
+            "dataset": self.job.dataset,
+            "method": self.job.method,
+            "modalities": self.data.modalities,
+            "metric": task.metric_name,
+            "steps": self.stepper.global_step,
+            "epochs_done": int(final.get("epoch", self.start_epoch - 1)),
+            "elapsed_s": round(elapsed_s, 3),
+            "final": final,
+            "best": self.best,
+            "test": test,
+            "probe": {f"probe/{task.metric_name}/{m}": v for m, v in probe_acc.items()},
+            "last_step": self.stepper.last,
+        }
+        if self.out_dir is not None:
+            (self.out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+        self.sink.close()
+        return summary
+
+
+def json_safe(o: Any) -> Any:
+    """Replace non-finite floats by the tracking convention's strings, recursively."""
+    if isinstance(o, float):
+        return encode_value(o)
+    if isinstance(o, dict):
+        return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    return o
+
+
+def train(
+    config: dict[str, Any] | JobConfig,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    sink: Sink | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    job = config if isinstance(config, JobConfig) else resolve(config)
+    trainer = Trainer(job, out_dir, device, sink, progress, should_stop)
+    trainer.setup(resume=resume)
+    return trainer.fit()
