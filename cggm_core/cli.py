@@ -31,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one job locally", description="Train one job locally.")
     t.add_argument("--dataset", help="dataset name (see --list)")
     t.add_argument("--method", help="method name (see --list)")
-    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any setting by its name; repeatable")
+    t.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting by its name; repeatable",
+    )
     t.add_argument("--epochs", type=int, help="trainer setting 'epochs'")
     t.add_argument("--seed", type=int, help="trainer setting 'seed'")
     t.add_argument("--log-every", type=int, help="trainer setting 'log_every' (1 logs every step)")

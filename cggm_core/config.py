@@ -24,14 +24,18 @@ TRAINER_SETTINGS: list[Setting] = [
     Setting("lr", "float", 1e-3, "learning rate of the model", min=1e-7, max=10.0),
     Setting("optimizer", "str", "adam", "optimizer of the model", choices=("adam", "adamw", "sgd")),
     Setting("weight_decay", "float", 0.0, "weight decay", min=0.0, max=1.0),
-    Setting("aux_lr_ratio", "float", 0.5, "aux-head learning rate as a fraction of lr (official: 0.5)", min=0.0, max=10.0),
+    Setting(
+        "aux_lr_ratio", "float", 0.5, "aux-head learning rate as a fraction of lr (official: 0.5)", min=0.0, max=10.0
+    ),
     Setting("clip", "float", 0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6),
     Setting("hidden", "int", 64, "encoder MLP width", min=1, max=8192),
     Setting("feat_dim", "int", 32, "encoder output width (per modality)", min=1, max=8192),
     Setting("head_hidden", "int", 64, "task-head hidden width (= aux heads' last-layer input)", min=1, max=8192),
     Setting("log_every", "int", 1, "log the per-step probe every K steps", min=1, max=1_000_000),
     Setting("shapley", "bool", True, "compute Shapley contributions val/contrib/<m> each epoch"),
-    Setting("shapley_max_modalities", "int", 6, "skip Shapley above this many modalities (2^M evaluations)", min=1, max=12),
+    Setting(
+        "shapley_max_modalities", "int", 6, "skip Shapley above this many modalities (2^M evaluations)", min=1, max=12
+    ),
     Setting("linear_probe", "bool", True, "train a linear probe on each frozen encoder at the end"),
     Setting("probe_steps", "int", 300, "full-batch steps of each linear probe", min=1, max=100_000),
 ]
@@ -90,7 +94,9 @@ def resolve(raw: Mapping[str, Any]) -> JobConfig:
             continue
         if key not in owner:
             allowed = ", ".join(sorted(owner))
-            raise SettingError(f"unknown setting {key!r} for dataset {ds_name!r} and method {m_name!r}; allowed: {allowed}")
+            raise SettingError(
+                f"unknown setting {key!r} for dataset {ds_name!r} and method {m_name!r}; allowed: {allowed}"
+            )
         setting, target = owner[key]
         target[key] = setting.parse(value)
     data_cfg, method_cfg, trainer_cfg = (g[1] for g in groups)

@@ -6,6 +6,7 @@ fusion and head and every balancing method and the probe work on it (see README)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
     dims = [in_dim] + [hidden] * layers
     blocks: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
+    for a, b in itertools.pairwise(dims):
         blocks += [nn.Linear(a, b), nn.ReLU()]
     blocks.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*blocks)
@@ -32,7 +33,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden] * layers
         body: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
+        for a, b in itertools.pairwise(dims):
             body += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*body)
         self.proj = nn.Linear(hidden, feat_dim)
@@ -115,7 +116,10 @@ class AuxHeads(nn.Module):
     def __init__(self, feat_dims: Mapping[str, int], last_in: int, out_dim: int) -> None:
         super().__init__()
         self.heads = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(d, last_in), nn.ReLU(), nn.Linear(last_in, out_dim)) for m, d in feat_dims.items()}
+            {
+                m: nn.Sequential(nn.Linear(d, last_in), nn.ReLU(), nn.Linear(last_in, out_dim))
+                for m, d in feat_dims.items()
+            }
         )
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -108,7 +108,9 @@ def evaluate(
     return out
 
 
-def contributions(model: MultimodalNet, aux: AuxHeads, task: Task, split: Split, max_modalities: int) -> dict[str, float]:
+def contributions(
+    model: MultimodalNet, aux: AuxHeads, task: Task, split: Split, max_modalities: int
+) -> dict[str, float]:
     """Shapley value of each modality for the fused metric; {} if there are too many modalities."""
     if len(model.modalities) > max_modalities:
         return {}

@@ -53,7 +53,9 @@ class Stepper:
         self.clip = clip
         self.log_every = log_every
         self.sink = sink
-        self.optimizer = optimizer if optimizer is not None else make_optimizer(optimizer_name, model.parameters(), lr, weight_decay)
+        self.optimizer = (
+            optimizer if optimizer is not None else make_optimizer(optimizer_name, model.parameters(), lr, weight_decay)
+        )
         self.aux: AuxHeads | None = None
         self.aux_optimizer: torch.optim.Optimizer | None = None
         self.method: Method | None = None

@@ -158,7 +158,9 @@ class Trainer:
                 values = self.stepper.step(xs, y)
                 bar.update(1)
                 if values:
-                    bar.set_postfix(loss=f"{values['train/loss']:.3f}", acc=f"{values[f'train/{metric}']:.3f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{values['train/loss']:.3f}", acc=f"{values[f'train/{metric}']:.3f}", refresh=False
+                    )
                 if self.should_stop():
                     status = "stopped"
                     break
@@ -215,7 +217,9 @@ class Trainer:
         values = dict(test)
         probe_acc: dict[str, float] = {}
         if t["linear_probe"]:
-            probe_acc = probe.linear_probe(self.model, task, self.train_split, self.test_split, t["probe_steps"], t["seed"])
+            probe_acc = probe.linear_probe(
+                self.model, task, self.train_split, self.test_split, t["probe_steps"], t["seed"]
+            )
             values.update({f"probe/{task.metric_name}/{m}": v for m, v in probe_acc.items()})
         log_dict(self.sink, values, self.stepper.global_step)
         self.sink.flush()

@@ -27,7 +27,9 @@ class Unimodal(Method):
     def check(cls, cfg: Mapping[str, Any], modalities: list[str] | None = None) -> None:
         m = cfg.get("modality", "")
         if modalities is not None and m and m not in modalities:
-            raise SettingError(f"setting 'modality': {m!r} is not a modality of this dataset; allowed: {', '.join(modalities)}")
+            raise SettingError(
+                f"setting 'modality': {m!r} is not a modality of this dataset; allowed: {', '.join(modalities)}"
+            )
 
     @property
     def active_modalities(self) -> list[str]:

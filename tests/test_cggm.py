@@ -1,0 +1,287 @@
+"""CGGM against hand-computed values (DESIGN §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from cggm_core.methods import resolve_method_settings
+from cggm_core.methods.base import StepState
+from cggm_core.methods.cggm import CGGM, GUARD, flat_cos, gm_loss, raw_balance, stable_balance
+from cggm_core.models import AuxHeads, build_mlp_net
+from cggm_core.step import Stepper
+from cggm_core.tasks import classification
+
+from .utils import random_batch, tiny_net
+
+
+def make_cggm(variant: str, modalities: int = 2, **settings: object) -> CGGM:
+    names = [f"m{i}" for i in range(modalities)]
+    net = build_mlp_net({m: 3 for m in names}, 4, 4, 5, 3)
+    aux = AuxHeads({m: 4 for m in names}, 5, 3)
+    cfg = resolve_method_settings("cggm", {"variant": variant, **settings}, names)
+    return CGGM(cfg, net, aux, classification(3))
+
+
+def feed(method: CGGM, eps: list[float]) -> list[float]:
+    return method.update_balance(torch.tensor(eps)).tolist()
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_raw_balance_hand_sequence(variant: str) -> None:
+    c = make_cggm(variant)
+    # t=1: ε(0)=0, Δ=(0.5, 0.25), S=0.75 → B=(0.25/0.75, 0.5/0.75): the faster modality gets less.
+    assert feed(c, [0.5, 0.25]) == pytest.approx([1 / 3, 2 / 3], rel=1e-6)
+    # t=2: Δ=(0.25, 0), S=0.25 → B=(0, 1).
+    assert feed(c, [0.75, 0.25]) == pytest.approx([0.0, 1.0], abs=1e-6)
+    # t=3: Δ=(-0.25, 0.25), S=0 exactly → B=(0.25, -0.25)/1e-8: the blow-up, with a negative B.
+    b = feed(c, [0.5, 0.5])
+    assert b == pytest.approx([0.25 / GUARD, -0.25 / GUARD], rel=1e-5)
+    assert b[1] < 0
+
+
+def test_raw_balance_three_modalities_sums_to_m_minus_1() -> None:
+    b = raw_balance(torch.tensor([0.2, 0.4, 0.6]))
+    assert b.tolist() == pytest.approx([1.0 / 1.2, 0.8 / 1.2, 0.6 / 1.2], rel=1e-6)
+    assert float(b.sum()) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_stable_balance_hand_sequence() -> None:
+    c = make_cggm("stable", eps_ema=0.5, s_min=0.01, b_max=2.0)
+    # t=1: EMA starts at ε: (0.5, 0.25); Δ=(0.5,0.25) → (1/3, 2/3).
+    assert feed(c, [0.5, 0.25]) == pytest.approx([1 / 3, 2 / 3], rel=1e-6)
+    # t=2: EMA=(0.625, 0.25); Δ=(0.125, 0) → (0, 1).
+    assert feed(c, [0.75, 0.25]) == pytest.approx([0.0, 1.0], abs=1e-6)
+    # t=3: EMA=(0.5625, 0.375); Δ=(-0.0625, 0.125), S=0.0625 → raw (2, -1) → clamped (2, 0).
+    assert feed(c, [0.5, 0.5]) == pytest.approx([2.0, 0.0], abs=1e-5)
+    # t=4: ε equal to the EMA → Δ=0, S=0 → neutral (M-1)/M = 0.5 each, no blow-up.
+    assert feed(c, [0.5625, 0.375]) == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def test_stable_balance_pure_function() -> None:
+    assert stable_balance(torch.tensor([0.001, -0.001, 0.0]), 0.01, 2.0).tolist() == pytest.approx([2 / 3] * 3)
+    assert stable_balance(torch.tensor([0.3, 0.1]), 0.01, 0.5).tolist() == pytest.approx([0.25, 0.5])
+
+
+def test_gm_loss_and_gradient_by_hand() -> None:
+    b = torch.tensor([0.5, -2.0])
+    cos = torch.tensor([0.6, -0.5], requires_grad=True)
+    loss = gm_loss(b, cos)
+    # ((0.5 - 0.5*0.6) + (2 - (-2)(-0.5))) / 2 = (0.2 + 1.0) / 2
+    assert float(loss.detach()) == pytest.approx(0.6)
+    loss.backward()
+    assert cos.grad is not None
+    assert cos.grad.tolist() == pytest.approx([-0.25, 1.0])  # ∂/∂cos_m = -B_m / M
+
+
+def test_paper_gm_term_matches_independent_computation() -> None:
+    torch.manual_seed(0)
+    net, aux = tiny_net(["a", "b"])
+    task = classification(3)
+    cfg = resolve_method_settings("cggm", {"variant": "paper", "lam": 0.3}, ["a", "b"])
+    method = CGGM(cfg, net, aux, task)
+    xs, y = random_batch(["a", "b"], 16, 3)
+    feats = net.encode(xs)
+    pred = net.fuse(feats)
+    task_loss = task.loss(pred, y)
+    z = aux(feats)
+    aux_losses = {m: task.loss(z[m], y) for m in z}
+    eps = {m: task.metric(z[m], y) for m in z}
+    state = StepState(1, True, xs, y, feats, pred, task_loss, z, aux_losses, eps)
+    extra = method.before_backward(state)
+    assert extra is not None
+    # Independent: B from ε(1) − 0; cosines of the last-layer gradients.
+    e = torch.stack([eps["a"], eps["b"]])
+    b = (e.sum() - e) / (e.sum() + GUARD)
+    g_head = torch.autograd.grad(task_loss, net.head_last_layer().weight, retain_graph=True)[0]
+    cos = []
+    for m in ["a", "b"]:
+        g = torch.autograd.grad(aux_losses[m], aux.last_layer(m).weight, retain_graph=True)[0]
+        cos.append(torch.dot(g.flatten(), g_head.flatten()) / (g.norm() * g_head.norm()))
+    expected = torch.mean(b.abs() - b * torch.stack(cos))
+    assert_close(state.scalars["loss/gm"], expected.detach(), rtol=1e-5, atol=1e-6)
+    assert_close(extra.detach(), 0.3 * expected.detach(), rtol=1e-5, atol=1e-6)
+    assert_close(state.cos["a"], cos[0].detach(), rtol=1e-5, atol=1e-6)
+    # L_gm trains the model: it has a gradient w.r.t. the task head's weights through g_Ω.
+    (g_w,) = torch.autograd.grad(extra, net.head_last_layer().weight, retain_graph=True)
+    assert float(g_w.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference", "stable"])
+def test_encoder_gradients_scaled_by_rho_times_b(variant: str) -> None:
+    torch.manual_seed(1)
+    net, aux = tiny_net(["a", "b"])
+    task = classification(3)
+    rho = 1.7
+    cfg = resolve_method_settings("cggm", {"variant": variant, "rho": rho}, ["a", "b"])
+    method = CGGM(cfg, net, aux, task)
+    xs, y = random_batch(["a", "b"], 16, 3)
+    feats = net.encode(xs)
+    pred = net.fuse(feats)
+    task_loss = task.loss(pred, y)
+    z = aux(feats)
+    aux_losses = {m: task.loss(z[m], y) for m in z}
+    eps = {m: task.metric(z[m], y) for m in z}
+    state = StepState(1, True, xs, y, feats, pred, task_loss, z, aux_losses, eps)
+    extra = method.before_backward(state)
+    loss = task_loss if extra is None else task_loss + extra
+    loss.backward()
+    before = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    coef = method.modulate(state)
+    for i, m in enumerate(["a", "b"]):
+        b = float(method.balance[i])
+        assert float(coef[m]) == pytest.approx(b)
+        scaled = {id(p) for p in (net.encoder_body_params(m) if variant == "reference" else net.encoder_params(m))}
+        for n, p in net.encoders[m].named_parameters():
+            full = f"encoders.{m}.{n}"
+            factor = rho * b if id(p) in scaled else 1.0
+            assert_close(p.grad, before[full] * factor, rtol=1e-6, atol=1e-7)
+    # The head is never scaled.
+    for n, p in net.head.named_parameters():
+        assert_close(p.grad, before[f"head.{n}"])
+    if variant == "reference":  # the projection layer stays unscaled there
+        assert_close(net.encoders["a"].proj.weight.grad, before["encoders.a.proj.weight"])
+
+
+def test_logged_grad_norm_mod_is_rho_abs_b_times_grad_norm() -> None:
+    torch.manual_seed(2)
+    net, _ = tiny_net(["a", "b"])
+    stepper = Stepper(net, classification(3), "cggm", {"rho": 1.3}, clip=0.8, log_every=1)
+    for _ in range(5):
+        xs, y = random_batch(["a", "b"], 8, 3)
+        v = stepper.step(xs, y)
+        for m in ["a", "b"]:
+            assert v[f"grad_norm_mod/{m}"] == pytest.approx(1.3 * abs(v[f"coef/{m}"]) * v[f"grad_norm/{m}"], rel=1e-4)
+
+
+def test_logged_coefficients_recompute_from_consecutive_eps() -> None:
+    """With log_every=1 the logged acc/<m> sequence reproduces every logged B (DESIGN §6)."""
+    torch.manual_seed(3)
+    net, _ = tiny_net(["a", "b"])
+    stepper = Stepper(net, classification(3), "cggm", {}, log_every=1)
+    prev = torch.zeros(2)
+    for _ in range(12):
+        xs, y = random_batch(["a", "b"], 8, 3)
+        v = stepper.step(xs, y)
+        eps = torch.tensor([v["acc/a"], v["acc/b"]])
+        expected = raw_balance(eps - prev)
+        prev = eps
+        assert [v["coef/a"], v["coef/b"]] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-4)
+
+
+def test_aux_heads_never_change_encoder_gradients() -> None:
+    """Encoder grads of L_task + Σ L_aux equal those of L_task alone (heads read sg(h_m))."""
+    torch.manual_seed(4)
+    net, aux = tiny_net(["a", "b"])
+    task = classification(3)
+    xs, y = random_batch(["a", "b"], 16, 3)
+
+    def encoder_grads(with_aux: bool) -> list[torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        aux.zero_grad(set_to_none=True)
+        feats = net.encode(xs)
+        loss = task.loss(net.fuse(feats), y)
+        if with_aux:
+            z = aux(feats)
+            loss = loss + sum(task.loss(z[m], y) for m in z)
+        loss.backward()
+        return [p.grad.clone() for m in ["a", "b"] for p in net.encoder_params(m)]
+
+    without = encoder_grads(False)
+    with_heads = encoder_grads(True)
+    for g0, g1 in zip(without, with_heads, strict=True):
+        assert torch.equal(g0, g1)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in aux.parameters())
+
+
+def test_joint_training_with_aux_heads_equals_training_without_them() -> None:
+    """Whole steps: a joint Stepper (aux heads, probe) moves the model exactly as a plain loop."""
+    names = ["a", "b"]
+    torch.manual_seed(5)
+    net_a, _ = tiny_net(names)
+    torch.manual_seed(5)
+    net_b, _ = tiny_net(names)
+    task = classification(3)
+    stepper = Stepper(net_a, task, "joint", {}, lr=1e-2, clip=0.8, log_every=1)
+    opt = torch.optim.Adam(net_b.parameters(), lr=1e-2)
+    torch.manual_seed(6)
+    batches = [random_batch(names, 8, 3) for _ in range(6)]
+    for xs, y in batches:
+        stepper.step(xs, y)
+        opt.zero_grad()
+        task.loss(net_b(xs), y).backward()
+        torch.nn.utils.clip_grad_norm_(net_b.parameters(), 0.8)
+        opt.step()
+    for pa, pb in zip(net_a.parameters(), net_b.parameters(), strict=True):
+        assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_uses_gm_of_step_t_in_step_t_plus_1() -> None:
+    torch.manual_seed(7)
+    names = ["a", "b"]
+    net, _ = tiny_net(names)
+    stepper = Stepper(net, classification(3), "cggm", {"variant": "reference", "lam": 0.5}, log_every=1)
+    xs, y = random_batch(names, 8, 3)
+    v1 = stepper.step(xs, y)
+    # Step 1 has no previous B: no direction term enters the loss.
+    assert v1["loss/gm"] == 0.0
+    assert v1["loss/total"] == pytest.approx(v1["train/loss"])
+    method = stepper.method
+    assert isinstance(method, CGGM)
+    b1 = method.balance.clone()
+    # The term that step 2 trains on: B(1) with the weights as they are when step 2 starts.
+    aux = stepper.aux
+    assert aux is not None
+    head_w = net.head_last_layer().weight.detach()
+    cos = torch.stack([flat_cos(aux.last_layer(m).weight.detach(), head_w) for m in names])
+    expected = float(torch.mean(b1.abs() - b1 * cos))
+    xs2, y2 = random_batch(names, 8, 3)
+    v2 = stepper.step(xs2, y2)
+    assert v2["loss/gm"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert v2["loss/total"] == pytest.approx(v2["train/loss"] + 0.5 * expected, rel=1e-5, abs=1e-6)
+    # …and B(2) is what step 3 will use.
+    assert method.pending_balance is not None
+    assert torch.equal(method.pending_balance, method.balance)
+
+
+def test_paper_includes_gm_in_the_same_step() -> None:
+    torch.manual_seed(8)
+    names = ["a", "b"]
+    net, _ = tiny_net(names)
+    stepper = Stepper(net, classification(3), "cggm", {"variant": "paper", "lam": 0.5}, log_every=1)
+    xs, y = random_batch(names, 8, 3)
+    v = stepper.step(xs, y)
+    assert v["loss/gm"] != 0.0
+    assert v["loss/total"] == pytest.approx(v["train/loss"] + 0.5 * v["loss/gm"], rel=1e-5)
+
+
+def test_cggm_works_for_three_modalities_and_regression() -> None:
+    from cggm_core.tasks import regression
+
+    torch.manual_seed(9)
+    names = ["a", "b", "c"]
+    net = build_mlp_net({m: 3 for m in names}, 8, 4, 6, 1)
+    stepper = Stepper(net, regression(1), "cggm", {}, log_every=1)
+    for _ in range(4):
+        xs = {m: torch.randn(16, 3) for m in names}
+        y = torch.randn(16, 1)
+        v = stepper.step(xs, y)
+    assert {f"coef/{m}" for m in names} <= set(v)
+    assert all(0.0 <= v[f"acc/{m}"] <= 1.0 for m in names)
+    assert "train/sign_acc" in v
+
+
+def test_negative_b_reverses_the_encoder_gradient() -> None:
+    """A negative B (S≈0 hazard) is applied as is: gradient ascent on that encoder, not hidden."""
+    torch.manual_seed(10)
+    net, aux = tiny_net(["a", "b"])
+    cfg = resolve_method_settings("cggm", {"rho": 1.0}, ["a", "b"])
+    method = CGGM(cfg, net, aux, classification(3))
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    method.balance = torch.tensor([-0.7, 1.7])
+    coef = method.modulate(None)  # type: ignore[arg-type]
+    assert [float(coef["a"]), float(coef["b"])] == pytest.approx([-0.7, 1.7])
+    assert all(torch.all(p.grad == -0.7) for p in net.encoder_params("a"))
+    assert all(torch.all(p.grad == 1.7) for p in net.encoder_params("b"))

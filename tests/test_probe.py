@@ -1,0 +1,74 @@
+"""The probe: Shapley contributions, imbalance keys, linear probe, every key for every method."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cggm_core import probe
+from cggm_core.data.base import Split
+from cggm_core.models import AuxHeads, ConcatFusion, MultimodalNet
+from cggm_core.tasks import classification
+
+
+def test_shapley_of_an_additive_game_is_each_players_worth() -> None:
+    worth = {"a": 0.1, "b": 0.25, "c": 0.4}
+    values = probe.shapley_values(lambda s: sum(worth[p] for p in s), list(worth))
+    assert values == pytest.approx(worth)
+
+
+def test_shapley_of_a_game_with_interaction_splits_it_equally() -> None:
+    # v({a,b}) = 1 only together: each gets 0.5; a dummy player c gets 0.
+    def v(s: frozenset[str]) -> float:
+        return 1.0 if {"a", "b"} <= s else 0.0
+
+    assert probe.shapley_values(v, ["a", "b", "c"]) == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_contributions_on_a_model_whose_contributions_are_known() -> None:
+    """The head reads only modality a: b contributes exactly 0, a contributes v(all) − v(none)."""
+    head = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[0, 0] = 1.0  # logit 0 = a's first feature; modality b's columns are ignored
+        head.weight[1, 0] = -1.0
+    net = MultimodalNet({"a": Identity(), "b": Identity()}, head, ConcatFusion(), feat_dims={"a": 2, "b": 2})
+    aux = AuxHeads({"a": 2, "b": 2}, 4, 2)
+    xa = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0], [-3.0, 0.0]])
+    y = torch.tensor([0, 1, 0, 1])  # a alone is perfect
+    xb = torch.randn(4, 2)
+    split = Split({"a": xa, "b": xb}, y)
+    task = classification(2)
+    contrib = probe.contributions(net, aux, task, split, max_modalities=6)
+    # Masked, logits are (0, 0) and argmax picks class 0: half the samples are right.
+    assert contrib["b"] == pytest.approx(0.0)
+    assert contrib["a"] == pytest.approx(1.0 - 0.5)
+    assert probe.contributions(net, aux, task, split, max_modalities=1) == {}
+
+
+def test_imbalance_keys() -> None:
+    out = probe.imbalance({"a": 0.9, "b": 0.4}, {"a": 2.0, "b": 0.5})
+    assert out == pytest.approx({"imbalance/acc_gap": 0.5, "imbalance/grad_ratio": 4.0})
+    assert math.isinf(probe.imbalance({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 0.0})["imbalance/grad_ratio"])
+
+
+def test_linear_probe_separates_informative_from_useless_features() -> None:
+    torch.manual_seed(0)
+    n = 400
+    y = torch.randint(0, 2, (n,))
+    informative = torch.randn(n, 3) + 3.0 * y[:, None].float()
+    noise = torch.randn(n, 3)
+    net = MultimodalNet({"good": Identity(), "bad": Identity()}, nn.Linear(6, 2), feat_dims={"good": 3, "bad": 3})
+    train = Split({"good": informative[:300], "bad": noise[:300]}, y[:300])
+    test = Split({"good": informative[300:], "bad": noise[300:]}, y[300:])
+    acc = probe.linear_probe(net, classification(2), train, test, steps=200)
+    assert acc["good"] > 0.95
+    assert acc["bad"] < 0.7
