@@ -1,0 +1,11 @@
+"""Dataset registry: name → Dataset class. Adding a dataset is one file plus one line here."""
+
+from __future__ import annotations
+
+from .base import Dataset, MultimodalData, Split
+from .mfeat import MFeat
+from .synthetic import Synthetic
+
+DATASETS: dict[str, type[Dataset]] = {d.name: d for d in (Synthetic, MFeat)}
+
+__all__ = ["DATASETS", "Dataset", "MultimodalData", "Split"]
