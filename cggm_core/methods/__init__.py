@@ -6,12 +6,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..settings import SettingError
+from .agm import AGM
 from .base import Method, StepState
 from .cggm import CGGM
 from .joint import Joint
+from .mmpareto import MMPareto
+from .ogm_ge import OGMGE
 from .unimodal import Unimodal
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Joint, Unimodal, CGGM)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Joint, Unimodal, CGGM, OGMGE, AGM, MMPareto)}
 
 
 def resolve_method_settings(name: str, given: Mapping[str, Any], modalities: list[str] | None = None) -> dict[str, Any]:
