@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,6 +91,12 @@ def test_start_run_from_form_and_watch_it_finish(stack: Stack, page: Any) -> Non
     assert "epoch 3/3" in page.locator("#run-progress").inner_text()
     # The dominance strip names a leader for accuracy and gradient norm.
     assert "leads by" in page.locator("#run-dominance-now").inner_text()
+    # CSV export of what the panel shows: a header and 12 rows per modality.
+    with page.expect_download() as download:
+        page.click(dom_id(name="run-panel-acc", type="csv-button"))
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0] == "trace,x,y" and len(rows) == 1 + 24
+    assert {r.split(",")[0] for r in rows[1:]} == {"acc/m0", "acc/m1"}
 
 
 def test_backend_validation_error_is_shown_inline(stack: Stack, page: Any) -> None:
