@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
 from .settings import SettingError
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a JSON file holding a flat job config (flags override it)")
     t.add_argument("--list", action="store_true", help="print every dataset and method with its settings")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_stack_parsers(sub)
     return parser
 
 
@@ -130,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.list and not args.resume and (args.dataset is None and not args.config):
                 raise ArgError("train: --dataset is required (see cggm train --list)")
             return cmd_train(args)
+        if args.command in STACK_COMMANDS:
+            return run_stack_command(args)
     except (ArgError, SettingError) as e:
         print(f"cggm: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,115 @@
+"""Runs: create (queued job or external run), list, read, rename/tag, stop, delete, events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from cggm_core.config import resolve
+from cggm_core.settings import SettingError
+
+from ..deps import DbDep, ReadSession, SettingsDep, WriteAuth
+from ..errors import Invalid
+from ..lifecycle import sweep_lost
+from ..models import RUN_STATUSES
+from ..schemas.common import json_safe
+from ..schemas.runs import EventsCreate, EventsPublic, RunCreate, RunPublic, RunsPublic, RunUpdate
+from ..store import events as event_store
+from ..store import runs as run_store
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+@router.post("", status_code=201, dependencies=[WriteAuth])
+def create_run(body: RunCreate, db: DbDep) -> RunPublic:
+    """Queue a job (its config validated against the catalog) or open an external run (config kept as given)."""
+    config = body.config
+    if not body.external:
+        try:
+            # Store the resolved config: every default made explicit, so the run is reproducible.
+            config = json_safe(resolve(body.config).flat())
+        except SettingError as e:
+            raise Invalid(["body", "config"], str(e)) from None
+    with db.write() as session:
+        run = run_store.create_run(
+            session, config=config, name=body.name, tags=body.tags, notes=body.notes, external=body.external
+        )
+        return RunPublic.model_validate(run)
+
+
+@router.get("")
+def list_runs(
+    db: DbDep,
+    settings: SettingsDep,
+    status: Annotated[str | None, Query(description=f"comma-separated statuses, of {', '.join(RUN_STATUSES)}")] = None,
+    method: str | None = None,
+    dataset: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+) -> RunsPublic:
+    """Runs, newest first, filtered by status, method and dataset, one page at a time."""
+    statuses = None
+    if status:
+        statuses = [s.strip() for s in status.split(",") if s.strip()]
+        bad = [s for s in statuses if s not in RUN_STATUSES]
+        if bad:
+            raise Invalid(["query", "status"], f"unknown status {bad[0]!r}; allowed: {', '.join(RUN_STATUSES)}")
+    if limit > settings.max_page:
+        raise Invalid(["query", "limit"], f"limit {limit} is above the server's maximum page of {settings.max_page}")
+    sweep_lost(db, settings)
+    with db.read() as session:
+        runs, total = run_store.list_runs(
+            session, statuses=statuses, method=method, dataset=dataset, offset=offset, limit=limit
+        )
+        return RunsPublic(data=[RunPublic.model_validate(r) for r in runs], count=total)
+
+
+@router.get("/{run_id}")
+def get_run(run_id: int, db: DbDep, settings: SettingsDep) -> RunPublic:
+    sweep_lost(db, settings)
+    with db.read() as session:
+        return RunPublic.model_validate(run_store.get_run(session, run_id=run_id))
+
+
+@router.patch("/{run_id}", dependencies=[WriteAuth])
+def update_run(run_id: int, body: RunUpdate, db: DbDep) -> RunPublic:
+    with db.write() as session:
+        run = run_store.update_run(session, run_id=run_id, name=body.name, tags=body.tags, notes=body.notes)
+        return RunPublic.model_validate(run)
+
+
+@router.post("/{run_id}/stop", dependencies=[WriteAuth])
+def stop_run(run_id: int, db: DbDep) -> RunPublic:
+    """Running → stopping (the worker stops at its next heartbeat); queued or lost → stopped."""
+    with db.write() as session:
+        return RunPublic.model_validate(run_store.request_stop(session, run_id=run_id))
+
+
+@router.delete("/{run_id}", status_code=204, dependencies=[WriteAuth])
+def delete_run(run_id: int, db: DbDep) -> Response:
+    with db.write() as session:
+        run_store.delete_run(session, run_id=run_id)
+    return Response(status_code=204)
+
+
+@router.get("/{run_id}/events")
+def list_events(
+    run_id: int,
+    session: ReadSession,
+    after_id: Annotated[int, Query(ge=0, description="only events with a larger id (incremental reads)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> EventsPublic:
+    run_store.get_run(session, run_id=run_id)
+    events = event_store.list_events(session, run_id=run_id, after_id=after_id, limit=limit)
+    return EventsPublic.model_validate({"data": events}, from_attributes=True)
+
+
+@router.post("/{run_id}/events", status_code=201, dependencies=[WriteAuth])
+def add_events(run_id: int, body: EventsCreate, db: DbDep) -> dict[str, int]:
+    """Log lines from the worker or the user's script (progress notes, warnings, the error)."""
+    with db.write() as session:
+        run_store.get_run(session, run_id=run_id)
+        for e in body.events:
+            event_store.add_event(session, run_id=run_id, message=e.message, level=e.level, at=e.time)
+    return {"accepted": len(body.events)}

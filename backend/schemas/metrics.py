@@ -1,0 +1,147 @@
+"""Metric schemas and the fast batch parser.
+
+The ingest body is parsed with orjson and checked field by field by hand (NOTES.md: ~118k
+points/s against ~80k with a pydantic model per point). The pydantic models below describe the
+same body for OpenAPI; `parse_batch` is the one that runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+from ..models import MAX_KEY_LEN
+from .common import field_error
+
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+MAX_STEP = 2**63 - 1
+
+
+class MetricPointIn(BaseModel):
+    key: str = Field(min_length=1, max_length=MAX_KEY_LEN, examples=["acc/audio"])
+    step: int = Field(ge=0, le=MAX_STEP, description="global optimisation step")
+    value: float | str = Field(description='a number, or one of "NaN", "Infinity", "-Infinity"')
+    time: float | None = Field(None, description="Unix seconds; default: when the server receives it")
+
+
+class MetricsBatch(BaseModel):
+    points: list[MetricPointIn] = Field(description="at most `max_batch` points (413 above)")
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="points stored by this request")
+    duplicates: int = Field(description="points whose (key, step) was already stored (or repeated in the batch)")
+
+
+class SeriesPublic(BaseModel):
+    steps: list[int]
+    values: list[float | str] = Field(description='numbers; non-finite as "NaN", "Infinity", "-Infinity"')
+    times: list[float]
+
+
+class MetricsPublic(BaseModel):
+    series: dict[str, SeriesPublic]
+
+
+class KeysPublic(BaseModel):
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class PointIn:
+    key: str
+    step: int
+    value: float
+    time: float
+
+
+class BatchError(Exception):
+    """The batch is unacceptable: `status` 413 (too large) or 422 (`errors` lists every bad field)."""
+
+    def __init__(self, status: int, errors: list[dict[str, Any]] | str) -> None:
+        super().__init__(str(errors))
+        self.status = status
+        self.errors = errors
+
+
+_MAX_ERRORS = 20  # report the first few bad fields, not one per point of a 10,000-point batch
+
+
+def parse_batch(body: bytes, max_batch: int, now: float | None = None) -> list[PointIn]:
+    """Parse and validate an ingest body; raise BatchError naming every bad field (up to a limit)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BatchError(422, [field_error(["body"], f"body is not valid JSON: {e}", kind="json_invalid")]) from None
+    if not isinstance(doc, dict) or "points" not in doc:
+        raise BatchError(422, [field_error(["body", "points"], 'expected an object {"points": [...]}', kind="missing")])
+    extra = sorted(set(doc) - {"points"})
+    if extra:
+        raise BatchError(
+            422, [field_error(["body", extra[0]], "unknown field; allowed: points", kind="extra_forbidden")]
+        )
+    raw_points = doc["points"]
+    if not isinstance(raw_points, list):
+        raise BatchError(422, [field_error(["body", "points"], "expected a list of points", raw_points, "list_type")])
+    if len(raw_points) > max_batch:
+        raise BatchError(413, f"batch of {len(raw_points)} points is above the limit of {max_batch}; split it")
+    received = _time.time() if now is None else now
+    out: list[PointIn] = []
+    errors: list[dict[str, Any]] = []
+    for i, p in enumerate(raw_points):
+        point = _check_point(p, i, received, errors)
+        if point is not None:
+            out.append(point)
+        if len(errors) >= _MAX_ERRORS:
+            break
+    if errors:
+        raise BatchError(422, errors)
+    return out
+
+
+def _check_point(p: Any, i: int, received: float, errors: list[dict[str, Any]]) -> PointIn | None:
+    loc: list[str | int] = ["body", "points", i]
+    if not isinstance(p, dict):
+        errors.append(field_error(loc, "expected an object {key, step, value, time?}", p, "dict_type"))
+        return None
+    n_before = len(errors)
+    extra = set(p) - {"key", "step", "value", "time"}
+    if extra:
+        errors.append(
+            field_error(
+                [*loc, sorted(extra)[0]], "unknown field; allowed: key, step, value, time", kind="extra_forbidden"
+            )
+        )
+    key = p.get("key")
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LEN:
+        errors.append(
+            field_error([*loc, "key"], f"expected a non-empty string of at most {MAX_KEY_LEN} characters", key)
+        )
+    step = p.get("step")
+    # bool is an int in Python; a JSON true is not a step.
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
+        errors.append(field_error([*loc, "step"], f"expected an integer in [0, {MAX_STEP}]", step))
+    value = p.get("value", ...)
+    if isinstance(value, str) and value in NON_FINITE:
+        value = NON_FINITE[value]
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        errors.append(
+            field_error(
+                [*loc, "value"],
+                'expected a number or one of "NaN", "Infinity", "-Infinity"',
+                None if value is ... else value,
+            )
+        )
+    t = p.get("time")
+    if t is None:
+        t = received
+    elif isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        errors.append(field_error([*loc, "time"], "expected a finite number (Unix seconds) or null", t))
+    if len(errors) > n_before:
+        return None
+    return PointIn(key, step, float(value), float(t))  # type: ignore[arg-type]

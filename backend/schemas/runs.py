@@ -1,0 +1,111 @@
+"""Run schemas: RunCreate, RunUpdate, RunPublic, RunsPublic, and the worker protocol's bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ..models import RUN_STATUSES
+from .common import json_safe
+
+RunStatus = Literal["queued", "running", "stopping", "finished", "failed", "stopped", "lost"]
+assert set(RunStatus.__args__) == set(RUN_STATUSES)  # type: ignore[attr-defined]
+
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+SafeJson = Annotated[dict[str, Any], AfterValidator(json_safe)]
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="display name; default '<dataset>-<method>-<id>'")
+    config: SafeJson = Field(
+        description="flat job config: dataset, method and any setting by name (see /api/catalog); "
+        "validated unless external"
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    notes: str = Field("", max_length=100_000)
+    external: bool = Field(
+        False, description="a run logged by the user's own script: starts as running, config kept as given"
+    )
+
+
+class RunUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    notes: str | None = Field(None, max_length=100_000)
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: RunStatus
+    external: bool
+    config: dict[str, Any]
+    dataset: str | None
+    method: str | None
+    tags: list[str]
+    notes: str
+    created_at: float = Field(description="Unix seconds")
+    started_at: float | None
+    ended_at: float | None
+    worker: str | None
+    heartbeat_at: float | None
+    summary: dict[str, Any] | None
+    error: str | None
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int = Field(description="runs matching the filters, over all pages")
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker: str = Field("worker", min_length=1, max_length=200, description="worker name, recorded on the run")
+
+
+class HeartbeatPublic(BaseModel):
+    stop: bool = Field(description="true: the run should stop now (a user asked, or it is no longer active)")
+    status: RunStatus
+
+
+class RunFinish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["finished", "failed", "stopped"]
+    summary: SafeJson | None = None
+    error: str | None = Field(None, max_length=100_000)
+
+
+class EventCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    message: str = Field(min_length=1, max_length=100_000)
+    time: float | None = Field(None, allow_inf_nan=False, description="Unix seconds; default now")
+
+
+class EventsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventCreate] = Field(max_length=1000)
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    time: float
+    level: str
+    message: str
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]

@@ -1,0 +1,1 @@
+"""Data access: keyword-only functions taking a Session; no HTTP here (errors from backend.errors)."""

@@ -1,0 +1,93 @@
+"""Metric history: idempotent batch ingest, the `latest` table, series queries.
+
+Idempotency: (run_id, key, step) is unique and inserts use ON CONFLICT DO NOTHING, so a batch the
+client retried (after a timeout whose answer it never saw) stores nothing twice. RETURNING tells
+which rows were new, which gives the duplicate count without a second query.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import Latest, Metric
+from ..schemas.metrics import PointIn
+
+
+def _insert_for(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        return sqlite.insert
+    if name == "postgresql":
+        return postgresql.insert
+    raise RuntimeError(f"unsupported database dialect {name!r}; use SQLite or PostgreSQL")
+
+
+def _stored(value: float) -> float | None:
+    return None if math.isnan(value) else value  # NULL stands for NaN (SQLite cannot keep a NaN)
+
+
+def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -> tuple[int, int]:
+    """Store new points, skip known (key, step); update `latest` in the same transaction.
+
+    Returns (accepted, duplicates).
+    """
+    if not points:
+        return 0, 0
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for p in points:
+        # A (key, step) repeated inside the batch: the first one wins, like a repeat across batches.
+        rows.setdefault(
+            (p.key, p.step), {"run_id": run_id, "key": p.key, "step": p.step, "value": _stored(p.value), "time": p.time}
+        )
+    insert = _insert_for(session)
+    stmt = insert(Metric).on_conflict_do_nothing(index_elements=["run_id", "key", "step"]).returning(Metric.step)
+    accepted = len(session.execute(stmt, list(rows.values())).all())
+
+    newest: dict[str, dict[str, Any]] = {}
+    for row in rows.values():
+        cur = newest.get(row["key"])
+        if cur is None or row["step"] > cur["step"]:
+            newest[row["key"]] = row
+    up = insert(Latest).values(list(newest.values()))
+    up = up.on_conflict_do_update(
+        index_elements=["run_id", "key"],
+        set_={"step": up.excluded.step, "value": up.excluded.value, "time": up.excluded.time},
+        where=Latest.step < up.excluded.step,
+    )
+    session.execute(up)
+    return accepted, len(points) - accepted
+
+
+def list_keys(session: Session, *, run_id: int) -> list[str]:
+    return list(session.scalars(select(Latest.key).where(Latest.run_id == run_id).order_by(Latest.key)))
+
+
+def latest_values(session: Session, *, run_id: int) -> dict[str, tuple[int, float, float]]:
+    rows = session.execute(select(Latest.key, Latest.step, Latest.value, Latest.time).where(Latest.run_id == run_id))
+    return {k: (s, math.nan if v is None else v, t) for k, s, v, t in rows}
+
+
+def query_series(
+    session: Session, *, run_id: int, keys: list[str] | None, since_step: int | None
+) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """Points per key, ordered by step; only steps strictly greater than since_step when given."""
+    query = select(Metric.key, Metric.step, Metric.value, Metric.time).where(Metric.run_id == run_id)
+    if keys is not None:
+        query = query.where(Metric.key.in_(keys))
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
+    out: dict[str, tuple[list[int], list[float], list[float]]] = {k: ([], [], []) for k in keys or []}
+    for key, step, value, t in session.execute(query.order_by(Metric.key, Metric.step)):
+        series = out.get(key)
+        if series is None:
+            series = out[key] = ([], [], [])
+        series[0].append(step)
+        series[1].append(math.nan if value is None else value)
+        series[2].append(t)
+    return out
