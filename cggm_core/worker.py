@@ -205,6 +205,7 @@ class Worker:
             "accepted": sink.accepted,
             "duplicates": sink.duplicates,
             "rejected": sink.rejected,
+            "spooled": sink.spooled,
             "undelivered": sink.pending_spool(),
         }
         summary = json_safe({**(summary or {}), "delivery": delivery})

@@ -1,0 +1,171 @@
+"""Run store through the real API, on SQLite and (when CGGM_TEST_PG_URL is set) PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import httpx
+import pytest
+
+from .conftest import TINY_JOB, new_running_run, stored_count
+
+
+def points(key: str, steps: range, value: float = 1.0) -> list[dict[str, object]]:
+    return [{"key": key, "step": s, "value": value + s, "time": 1000.0 + s} for s in steps]
+
+
+def test_duplicated_batch_is_counted_and_stored_once(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    batch = {"points": points("train/loss", range(50))}
+    first = api.post(f"/api/runs/{run_id}/metrics", json=batch).json()
+    again = api.post(f"/api/runs/{run_id}/metrics", json=batch).json()
+    assert first == {"accepted": 50, "duplicates": 0}
+    assert again == {"accepted": 0, "duplicates": 50}
+    # Half old, half new; and a (key, step) repeated inside one batch counts once.
+    mixed = points("train/loss", range(25, 75)) + [{"key": "train/loss", "step": 100, "value": 1.0}] * 2
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": mixed}).json() == {"accepted": 26, "duplicates": 26}
+    assert stored_count(api, run_id) == 76
+    series = api.get(f"/api/runs/{run_id}/metrics", params={"keys": "train/loss"}).json()["series"]["train/loss"]
+    assert series["steps"] == [*range(75), 100]
+    assert series["values"][:3] == [1.0, 2.0, 3.0]  # first write wins
+    latest = api.get(f"/api/runs/{run_id}/latest").json()
+    assert latest["train/loss"]["step"] == 100
+
+
+def test_nan_and_infinities_round_trip(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    values = ["NaN", "Infinity", "-Infinity", 1.5, -0.0, 1e300]
+    batch = [{"key": "coef/m0", "step": i, "value": v} for i, v in enumerate(values)]
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": batch}).json()["accepted"] == 6
+    got = api.get(f"/api/runs/{run_id}/metrics").json()["series"]["coef/m0"]["values"]
+    assert got == ["NaN", "Infinity", "-Infinity", 1.5, -0.0, 1e300]
+    assert api.get(f"/api/runs/{run_id}/latest").json()["coef/m0"]["value"] == 1e300
+
+
+def test_since_step_returns_only_newer_points(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    api.post(f"/api/runs/{run_id}/metrics", json={"points": points("a", range(10)) + points("b", range(5))})
+    series = api.get(f"/api/runs/{run_id}/metrics", params={"keys": "a,b", "since_step": 6}).json()["series"]
+    assert series["a"]["steps"] == [7, 8, 9]
+    assert series["b"]["steps"] == []
+    assert api.get(f"/api/runs/{run_id}/keys").json() == {"keys": ["a", "b"]}
+
+
+def test_downsampling_keeps_extremes_first_and_last(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    n = 5000
+    values = [math.sin(i / 50.0) for i in range(n)]
+    values[1234], values[3777], values[2500] = 50.0, -40.0, "NaN"  # type: ignore[call-overload]
+    batch = [{"key": "grad_norm/m0", "step": i, "value": v, "time": float(i)} for i, v in enumerate(values)]
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": batch}).json()["accepted"] == n
+    s = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 100}).json()["series"]["grad_norm/m0"]
+    assert 50 <= len(s["steps"]) <= 100
+    assert s["steps"][0] == 0 and s["steps"][-1] == n - 1
+    assert s["steps"] == sorted(s["steps"])
+    assert 1234 in s["steps"] and 3777 in s["steps"]
+    finite = [v for v in s["values"] if isinstance(v, float)]
+    assert max(finite) == 50.0 and min(finite) == -40.0
+    assert s["values"][s["steps"].index(n - 1)] == pytest.approx(math.sin((n - 1) / 50.0))
+    assert all(s["times"][i] == float(step) for i, step in enumerate(s["steps"]))
+    # Incremental + downsampled: still only newer points, still the last one.
+    tail = api.get(f"/api/runs/{run_id}/metrics", params={"since_step": 4000, "max_points": 10}).json()
+    steps = tail["series"]["grad_norm/m0"]["steps"]
+    assert steps[0] == 4001 and steps[-1] == n - 1 and len(steps) <= 10
+
+
+def test_claims_are_atomic_under_concurrency(api: httpx.Client, store_server) -> None:  # type: ignore[no-untyped-def]
+    # Drain whatever earlier tests queued, then queue ten jobs and let four threads race for them.
+    while api.post("/api/workers/claim", json={"worker": "drain"}).status_code == 200:
+        pass
+    queued = [api.post("/api/runs", json={"config": TINY_JOB}).json()["id"] for _ in range(10)]
+    claimed: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        with store_server.client() as c:
+            while True:
+                r = c.post("/api/workers/claim", json={"worker": name})
+                if r.status_code == 204:
+                    return
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    return
+                with lock:
+                    claimed.append(r.json()["id"])
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(claimed) == sorted(queued)  # each exactly once
+    run = api.get(f"/api/runs/{queued[0]}").json()
+    assert run["status"] == "running" and run["worker"].startswith("w") and run["started_at"] is not None
+
+
+def test_four_concurrent_writers_lose_nothing(api: httpx.Client, store_server) -> None:  # type: ignore[no-untyped-def]
+    run_ids = [new_running_run(api) for _ in range(2)]
+    batches, batch_size = 8, 1000
+    errors: list[str] = []
+
+    def writer(i: int) -> None:
+        run_id = run_ids[i % 2]  # two writers per run, different keys
+        with store_server.client() as c:
+            for b in range(batches):
+                steps = range(b * batch_size, (b + 1) * batch_size)
+                r = c.post(f"/api/runs/{run_id}/metrics", json={"points": points(f"w{i}", steps)})
+                if r.status_code != 200 or r.json() != {"accepted": batch_size, "duplicates": 0}:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert errors == []
+    for run_id in run_ids:
+        assert stored_count(api, run_id) == 2 * batches * batch_size
+    print(f"4 writers: {4 * batches * batch_size / elapsed:,.0f} points/s")
+
+
+def test_status_rules(api: httpx.Client) -> None:
+    run_id = api.post("/api/runs", json={"config": TINY_JOB}).json()["id"]
+    # queued: no metrics yet (409), stop makes it stopped at once, stopping again is a conflict
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": points("a", range(1))}).status_code == 409
+    assert api.post(f"/api/runs/{run_id}/stop").json()["status"] == "stopped"
+    assert api.post(f"/api/runs/{run_id}/stop").status_code == 409
+    # running external run: stop → stopping, heartbeat says stop, finish, then writes are refused
+    ext = new_running_run(api)
+    assert api.post(f"/api/runs/{ext}/heartbeat").json() == {"stop": False, "status": "running"}
+    assert api.post(f"/api/runs/{ext}/stop").json()["status"] == "stopping"
+    assert api.post(f"/api/runs/{ext}/heartbeat").json() == {"stop": True, "status": "stopping"}
+    assert api.post(f"/api/runs/{ext}/metrics", json={"points": points("a", range(3))}).json()["accepted"] == 3
+    done = api.post(f"/api/runs/{ext}/finish", json={"status": "stopped", "summary": {"best": "NaN", "n": 3}})
+    assert done.status_code == 200 and done.json()["summary"] == {"best": "NaN", "n": 3}
+    assert api.post(f"/api/runs/{ext}/metrics", json={"points": points("a", range(3, 5))}).status_code == 409
+    assert api.post(f"/api/runs/{ext}/stop").status_code == 409
+    assert api.post(f"/api/runs/{ext}/finish", json={"status": "finished"}).status_code == 409
+    assert stored_count(api, ext) == 3
+
+
+def test_external_run_keeps_its_config_and_crud(api: httpx.Client) -> None:
+    config = {"dataset": "my-own", "lr": 0.1, "anything": [1, 2]}
+    r = api.post("/api/runs", json={"config": config, "external": True, "name": "mine", "tags": ["a"]})
+    assert r.status_code == 201
+    run = r.json()
+    assert run["status"] == "running" and run["config"] == config and run["name"] == "mine"
+    patched = api.patch(f"/api/runs/{run['id']}", json={"tags": ["b", "c"], "notes": "hello"}).json()
+    assert patched["tags"] == ["b", "c"] and patched["notes"] == "hello" and patched["name"] == "mine"
+    queued = api.post("/api/runs", json={"config": {"dataset": "synthetic", "method": "joint", "epochs": 3}}).json()
+    assert queued["status"] == "queued" and queued["config"]["epochs"] == 3 and "lr" in queued["config"]
+    page = api.get("/api/runs", params={"method": "joint", "status": "queued,running", "limit": 1}).json()
+    assert page["count"] >= 1 and len(page["data"]) == 1 and page["data"][0]["method"] == "joint"
+    assert api.delete(f"/api/runs/{run['id']}").status_code == 204
+    assert api.get(f"/api/runs/{run['id']}").status_code == 404
+    assert api.get(f"/api/runs/{run['id']}/metrics").status_code == 404
