@@ -149,13 +149,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         env["CGGM_TOKEN"] = args.token
     # Own process groups: a Ctrl-C in the terminal reaches only `up`, which then stops the worker
     # first (so it can report its run as stopped) and the backend last.
+    # Python leaves SIGINT ignored when started in the background by a shell; Ctrl-C must stop us.
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     backend = subprocess.Popen(serve_cmd, env=env, start_new_session=True)
     worker: subprocess.Popen[bytes] | None = None
     try:
         _wait_healthy(url, backend, timeout_s=120.0)
         worker = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
         print(f"cggm: up at {url} (docs {url}/docs); Ctrl-C stops both", file=sys.stderr)
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         while backend.poll() is None and worker.poll() is None:
             time.sleep(0.5)
         return 1  # one of them exited on its own

@@ -220,6 +220,7 @@ def run_worker(options: WorkerOptions) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
         )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the worker's own
     worker = Worker(options)
     if worker.device == "cpu" and "CGGM_THREADS" not in os.environ:
         import torch

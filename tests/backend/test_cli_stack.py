@@ -1,0 +1,51 @@
+"""`cggm up` starts backend + worker and Ctrl-C stops both; CLI argument errors exit 2."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import REPO, TINY_JOB, free_port, wait_until
+
+
+def test_worker_and_serve_argument_errors_exit_2() -> None:
+    for args in (["worker", "--device", "tpu:9"], ["worker", "--heartbeat-s", "0"], ["serve", "--port", "x"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "cggm_core", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "cggm: error:" in r.stderr
+
+
+@pytest.mark.slow
+def test_up_runs_a_job_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "cggm_core", "up", "--port", str(port), "--data-dir", str(tmp_path), "--device", "cpu"]
+    up = subprocess.Popen(cmd, cwd=REPO, stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/api/health", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 60, "cggm up's backend")
+        run_id = httpx.post(f"{url}/api/runs", json={"config": TINY_JOB}).json()["id"]
+        wait_until(
+            lambda: httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "finished", 60, "the job to finish"
+        )
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        assert not healthy()  # the backend is gone too
+        assert (tmp_path / "cggm.db").exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
