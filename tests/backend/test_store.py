@@ -169,3 +169,32 @@ def test_external_run_keeps_its_config_and_crud(api: httpx.Client) -> None:
     assert api.delete(f"/api/runs/{run['id']}").status_code == 204
     assert api.get(f"/api/runs/{run['id']}").status_code == 404
     assert api.get(f"/api/runs/{run['id']}/metrics").status_code == 404
+
+
+@pytest.mark.slow
+def test_two_backend_processes_share_one_sqlite_file(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Writers on two server processes: the write lock is per process, so this exercises SQLite's own
+    locking (WAL, BEGIN IMMEDIATE, busy_timeout): no 'database is locked', no lost point."""
+    a = make_server()
+    b = make_server()  # same tmp_path/cggm.db
+    with a.client() as api:
+        run_id = new_running_run(api)
+    errors: list[str] = []
+
+    def writer(i: int) -> None:
+        with (a if i % 2 else b).client() as c:
+            for n in range(6):
+                r = c.post(
+                    f"/api/runs/{run_id}/metrics", json={"points": points(f"p{i}", range(n * 500, (n + 1) * 500))}
+                )
+                if r.status_code != 200 or r.json()["accepted"] != 500:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with b.client() as api:
+        assert stored_count(api, run_id) == 4 * 6 * 500

@@ -152,3 +152,25 @@ def test_backend_restart_mid_run_loses_nothing(
         assert delivery["spooled"] > 0, "the backend was down: some points must have gone through the spool"
         assert delivery["undelivered"] == 0 and delivery["rejected"] == 0
         assert stored_count(api, run_id) == run["summary"]["logged_points"]
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_reports_the_error_and_the_worker_goes_on(
+    make_server: Callable[..., ServerProcess], workers: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    server = make_server()
+    with server.client() as api:
+        bad_id = queue(api)
+        # A stored config from another version that no longer resolves (the API would refuse it).
+        with sqlite3.connect(tmp_path / "cggm.db") as conn:
+            conn.execute(
+                "UPDATE runs SET config = ? WHERE id = ?", ('{"dataset": "synthetic", "method": "gone"}', bad_id)
+            )
+        good_id = queue(api)
+        workers.append(start_worker(server.url, tmp_path / "worker.log"))
+        bad = wait_until(lambda: (r := run_of(api, bad_id))["status"] == "failed" and r, 60, "the bad run to fail")
+        assert bad["error"].startswith("SettingError: unknown method 'gone'") and "Traceback" in bad["error"]
+        good = wait_until(lambda: (r := run_of(api, good_id))["status"] == "finished" and r, 60, "the next run")
+        assert stored_count(api, good_id) == good["summary"]["logged_points"]
