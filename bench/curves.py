@@ -94,7 +94,15 @@ def main() -> None:
         cos = {f"cos {m}": sink.series(f"cos/{m}") for m in mods}
         ticks_b = [
             (symlog(v), lab)
-            for v, lab in ((-1e8, "-1e8"), (-1e4, "-1e4"), (-1, "-1"), (0, "0"), (1, "1"), (1e4, "1e4"), (1e8, "1e8"))
+            for v, lab in (
+                (-1e8, "-1e8"),
+                (-1e4, "-1e4"),
+                (-10, "-10"),
+                (0, "0"),
+                (10, "10"),
+                (1e4, "1e4"),
+                (1e8, "1e8"),
+            )
         ]
         y0 = row * H
         blocks.append(panel(0, y0, f"CGGM {variant}: B per step (symlog)", coef, symlog(-1e8), symlog(1e8), ticks_b))

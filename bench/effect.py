@@ -26,8 +26,8 @@ from cggm_core.trainer import train
 
 SETUPS = {
     "synthetic (default)": {"dataset": "synthetic", "epochs": 15},
-    "mfeat kar,mor": {"dataset": "mfeat", "views": "kar,mor", "epochs": 30},
-    "mfeat fou,fac": {"dataset": "mfeat", "views": "fou,fac", "epochs": 30},
+    "mfeat kar+mor": {"dataset": "mfeat", "views": "kar,mor", "epochs": 30},
+    "mfeat fou+fac": {"dataset": "mfeat", "views": "fou,fac", "epochs": 30},
 }
 
 
