@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
+from .cli_stack import STACK_COMMANDS, add_stack_parsers, add_train_server_args, external_run, run_stack_command
 from .settings import SettingError
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a JSON file holding a flat job config (flags override it)")
     t.add_argument("--list", action="store_true", help="print every dataset and method with its settings")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_train_server_args(t)
     add_stack_parsers(sub)
     return parser
 
@@ -108,9 +109,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # measured: 2 threads are no faster on small models and collapse under load
     if out is None:
         out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer['seed']}"
-    trainer = Trainer(job, out, str(device), progress=not args.no_progress)
-    trainer.setup(resume=args.resume)
-    result = trainer.fit()
+    with external_run(args, job) as remote:
+        sink, stop = (remote.sink, remote.stop.is_set) if remote else (None, None)
+        trainer = Trainer(job, out, str(device), sink=sink, progress=not args.no_progress, should_stop=stop)
+        trainer.setup(resume=args.resume)
+        result = trainer.fit()
+        if remote:
+            remote.result = result
     s = result.summary
     metric = s["metric"]
     line = f"{result.status}: test {metric} {s['test'].get(f'test/{metric}', float('nan')):.4f}"

@@ -49,3 +49,29 @@ def test_up_runs_a_job_and_ctrl_c_stops_both(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+@pytest.mark.slow
+def test_train_with_server_logs_an_external_run(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    sets = [f"--set={k}={v}" for k, v in TINY_JOB.items() if k not in ("dataset", "method")]
+    cmd = [sys.executable, "-m", "cggm_core", "train", "--dataset", "synthetic", "--method", "cggm", *sets]
+    cmd += ["--out", str(tmp_path / "out"), "--no-progress", "--server", server.url, "--run-name", "from-cli"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with server.client() as api:
+        run = api.get("/api/runs").json()["data"][0]
+        assert run["name"] == "from-cli" and run["external"] and run["status"] == "finished"
+        assert run["config"]["epochs"] == 2 and run["config"]["train_size"] == 256
+        series = api.get(f"/api/runs/{run['id']}/metrics").json()["series"]
+        assert sum(len(s["steps"]) for s in series.values()) == run["summary"]["logged_points"]
+        # The local metrics.jsonl holds the same points.
+        lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == run["summary"]["logged_points"]
+
+
+def test_train_with_unreachable_server_exits_2(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "cggm_core", "train", "--dataset", "synthetic", "--method", "cggm", "--epochs", "1"]
+    cmd += ["--out", str(tmp_path), "--server", f"http://127.0.0.1:{free_port()}"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot reach" in r.stderr
