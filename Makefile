@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test up lint typecheck bench clean
+.PHONY: setup browser test up lint typecheck bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-test: setup
+# Debian's Chromium for the browser tests (Playwright drives it; `playwright install` is never run).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
@@ -31,8 +37,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# Backend (SQLite file in ./data), dashboard and one local worker; prints the dashboard's URL.
 up: setup
-	$(VENV)/bin/cggm train --dataset synthetic --method cggm --epochs 10 --out runs/demo
+	$(VENV)/bin/cggm up
 
 bench: setup
 	$(PY) bench/step_time.py

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_train_server_args(t)
     add_stack_parsers(sub)
+    try:  # imported here, never at module level: a GPU node may install the core alone
+        from dashboard.cli import add_parser as add_dashboard_parser
+    except ImportError:
+        add_dashboard_parser = None
+    if add_dashboard_parser is not None:
+        add_dashboard_parser(sub)
     return parser
 
 
@@ -139,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args)
         if args.command in STACK_COMMANDS:
             return run_stack_command(args)
+        if args.command == "dashboard":
+            return int(args.func(args))
     except (ArgError, SettingError) as e:
         print(f"cggm: error: {e}", file=sys.stderr)
         return 2

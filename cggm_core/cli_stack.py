@@ -54,14 +54,20 @@ def add_stack_parsers(sub: Any) -> None:
     w.add_argument("--spool-dir", help="where points wait while the backend is unreachable (default: a temp folder)")
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    u = sub.add_parser("up", help="start the backend and one local worker", description="Start backend + one worker.")
-    _add_server_args(u)
+    u = sub.add_parser(
+        "up",
+        help="start the backend, the dashboard and local workers",
+        description="Start the backend, the dashboard and N local workers; Ctrl-C stops them all.",
+    )
+    _add_server_args(u, port_flags=("--api-port", "--port"))
     _add_worker_args(u)
+    u.add_argument("--ui-port", type=int, default=8050, help="dashboard port (0 = no dashboard)")
+    u.add_argument("--workers", type=int, default=1, help="local workers (default 1; 0 = none)")
 
 
-def _add_server_args(p: argparse.ArgumentParser) -> None:
+def _add_server_args(p: argparse.ArgumentParser, port_flags: tuple[str, ...] = ("--port",)) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
+    p.add_argument(*port_flags, dest="port", type=int, default=DEFAULT_PORT, help="API port to bind")
     p.add_argument("--db", help="database URL (default sqlite file <data-dir>/cggm.db; or postgresql+psycopg://...)")
     p.add_argument("--data-dir", help="folder of the default SQLite file (default ./data or $CGGM_DATA_DIR)")
     p.add_argument(
@@ -153,30 +159,48 @@ def cmd_up(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             serve_cmd += [flag, str(value)]
-    worker_cmd = [sys.executable, "-m", "cggm_core", "worker", "--server", url, "--device", args.device]
+    if args.workers < 0 or not 0 <= args.ui_port <= 65535:
+        raise SettingError("--workers must be >= 0 and --ui-port in 0..65535")
     env = dict(os.environ)
     if args.token:
         env["CGGM_TOKEN"] = args.token
-    # Own process groups: a Ctrl-C in the terminal reaches only `up`, which then stops the worker
-    # first (so it can report its run as stopped) and the backend last.
+    # Own process groups: a Ctrl-C in the terminal reaches only `up`, which then stops the workers
+    # first (so they can report their runs as stopped), then the dashboard, the backend last.
     # Python leaves SIGINT ignored when started in the background by a shell; Ctrl-C must stop us.
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     backend = subprocess.Popen(serve_cmd, env=env, start_new_session=True)
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
+    dashboard: subprocess.Popen[bytes] | None = None
     try:
         _wait_healthy(url, backend, timeout_s=120.0)
-        worker = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
-        print(f"cggm: up at {url} (docs {url}/docs); Ctrl-C stops both", file=sys.stderr)
-        while backend.poll() is None and worker.poll() is None:
+        for i in range(args.workers):
+            cmd = [sys.executable, "-m", "cggm_core", "worker", "--server", url, "--device", args.device]
+            workers.append(subprocess.Popen([*cmd, "--name", f"local-{i}"], env=env, start_new_session=True))
+        ui = ""
+        if args.ui_port:
+            ui_cmd = [sys.executable, "-m", "dashboard.cli", "--host", args.host, "--port", str(args.ui_port)]
+            dashboard = subprocess.Popen([*ui_cmd, "--api", url], env=env, start_new_session=True)
+            ui = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.ui_port}"
+        print(
+            f"cggm: dashboard {ui or '(off)'}  |  API {url} (docs {url}/docs)  |  {args.workers} worker(s); "
+            "Ctrl-C stops everything",
+            file=sys.stderr,
+            flush=True,
+        )
+        procs = [backend, *workers] + ([dashboard] if dashboard else [])
+        while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         return 1  # one of them exited on its own
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc, grace_s in ((worker, 60.0), (backend, 15.0)):
+        stops = [(w, 60.0) for w in workers] + [(dashboard, 5.0), (backend, 15.0)]
+        for proc, _ in stops:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        for proc, grace_s in stops:
+            if proc is not None and proc.poll() is None:
                 try:
                     proc.wait(timeout=grace_s)
                 except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""`cggm up` starts backend + worker and Ctrl-C stops both; CLI argument errors exit 2."""
+"""`cggm up` starts backend, dashboard and workers, Ctrl-C stops them all; CLI errors exit 2."""
 
 from __future__ import annotations
 
@@ -23,27 +23,37 @@ def test_worker_and_serve_argument_errors_exit_2() -> None:
 
 
 @pytest.mark.slow
-def test_up_runs_a_job_and_ctrl_c_stops_both(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "cggm_core", "up", "--port", str(port), "--data-dir", str(tmp_path), "--device", "cpu"]
-    up = subprocess.Popen(cmd, cwd=REPO, stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT)
+def test_up_runs_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    url, ui = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    cmd = [sys.executable, "-m", "cggm_core", "up", "--api-port", str(port), "--ui-port", str(ui_port)]
+    cmd += ["--data-dir", str(tmp_path), "--device", "cpu", "--workers", "2"]
+    log = tmp_path / "up.log"
+    up = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
 
-        def healthy() -> bool:
+        def answers(address: str) -> bool:
             try:
-                return httpx.get(f"{url}/api/health", timeout=1.0).status_code == 200
+                return httpx.get(address, timeout=1.0).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, 60, "cggm up's backend")
-        run_id = httpx.post(f"{url}/api/runs", json={"config": TINY_JOB}).json()["id"]
-        wait_until(
-            lambda: httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "finished", 60, "the job to finish"
-        )
+        wait_until(lambda: answers(f"{url}/api/health"), 60, "cggm up's backend")
+        wait_until(lambda: answers(ui), 60, "cggm up's dashboard")
+        assert f"dashboard {ui}" in log.read_text()
+        run_ids = [httpx.post(f"{url}/api/runs", json={"config": TINY_JOB}).json()["id"] for _ in range(2)]
+        for run_id in run_ids:
+            wait_until(
+                lambda run_id=run_id: httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "finished",
+                90,
+                "the jobs to finish",
+            )
+        workers = {httpx.get(f"{url}/api/runs/{i}").json()["worker"] for i in run_ids}
+        assert workers <= {"local-0", "local-1"}
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=60) == 0
-        assert not healthy()  # the backend is gone too
+        assert up.wait(timeout=90) == 0
+        assert not answers(f"{url}/api/health")  # the backend is gone too
+        assert not answers(ui)  # and the dashboard
         assert (tmp_path / "cggm.db").exists()
     finally:
         if up.poll() is None:
