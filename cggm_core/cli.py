@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:  # imported here, never at module level: a GPU node may install the core alone
         from dashboard.cli import add_parser as add_dashboard_parser
     except ImportError:
-        add_dashboard_parser = None
-    if add_dashboard_parser is not None:
+        pass
+    else:
         add_dashboard_parser(sub)
     return parser
 
