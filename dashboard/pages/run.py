@@ -127,6 +127,7 @@ N_OUT = len(live.PANEL_IDS)
     Output("run-timing", "children"),
     Output("run-error", "children"),
     Output("run-log", "children"),
+    Output("run-stop", "disabled"),
     Input("run-id", "data"),
     Input("run-smoothing", "value"),
     Input("run-xmode", "value"),
@@ -186,6 +187,7 @@ def update_run(run_id: int, smoothing: float, x_mode: str, log_y: list[str], _n:
         _timing(run, fraction),
         run.get("error") or "",
         "\n".join(state.get("log", [])),
+        run["status"] not in ("queued", "running"),  # nothing left to stop
     )
 
 
