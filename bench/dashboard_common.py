@@ -1,0 +1,200 @@
+"""Shared pieces of the dashboard benchmarks: the real stack (backend + dashboard as subprocesses on free
+ports of 127.0.0.1, an SQLite file in a temporary folder) and headless Chromium through Playwright.
+
+Not a benchmark itself; `bench/dashboard_latency.py`, `bench/dashboard_load.py` and
+`bench/dashboard_ticks.py` import it. Everything started here is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backend.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CGGM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"no answer from {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+class Stack:
+    """Backend (`python -m cggm_core serve`) and dashboard (`python -m dashboard.cli`) subprocesses."""
+
+    def __init__(self, api: str, ui: str, workdir: Path) -> None:
+        self.api = api
+        self.ui = ui
+        self.workdir = workdir
+        self.http = httpx.Client(base_url=api, timeout=60.0)
+        # GET /api/health does not report it: the backend's own default (CGGM_MAX_BATCH in this environment).
+        self.max_batch = Settings().max_batch
+
+    def create_external_run(self, name: str, config: dict[str, Any] | None = None) -> int:
+        body = {"config": config or {"dataset": "bench", "method": "bench"}, "external": True, "name": name}
+        r = self.http.post("/api/runs", json=body)
+        r.raise_for_status()
+        run = r.json()
+        assert run["status"] == "running", run
+        return int(run["id"])
+
+    def post_points(self, run_id: int, points: list[dict[str, Any]]) -> None:
+        for i in range(0, len(points), self.max_batch):
+            r = self.http.post(f"/api/runs/{run_id}/metrics", json={"points": points[i : i + self.max_batch]})
+            r.raise_for_status()
+
+    def finish(self, run_id: int) -> None:
+        self.http.post(f"/api/runs/{run_id}/finish", json={"status": "finished"}).raise_for_status()
+
+
+@contextlib.contextmanager
+def stack(poll_ms: int = 1000, backend_log_level: str = "warning") -> Iterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="cggm-bench-dash-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("CGGM_TOKEN", None)
+    api_port, ui_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    ui = f"http://127.0.0.1:{ui_port}"
+    commands = {
+        "backend": [
+            sys.executable,
+            "-m",
+            "cggm_core",
+            "serve",
+            "--port",
+            str(api_port),
+            "--db",
+            f"sqlite:///{workdir / 'cggm.db'}",
+            "--log-level",
+            backend_log_level,
+        ],
+        "dashboard": [
+            sys.executable,
+            "-m",
+            "dashboard.cli",
+            "--port",
+            str(ui_port),
+            "--api",
+            api,
+            "--poll-ms",
+            str(poll_ms),
+        ],
+    }
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, cmd in commands.items():
+            log = workdir / f"{name}.log"
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            procs.append(proc)
+            wait_http(f"{api}/api/health" if name == "backend" else f"{ui}/", proc, log)
+        yield Stack(api, ui, workdir)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def browser() -> Iterator[Any]:
+    """A persistent Chromium context (fresh profile) from Debian's binary; never `playwright install`."""
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="cggm-bench-chromium-")
+    try:
+        with sync_playwright() as pw:
+            context = pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 1000},
+            )
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def dom_id(**parts: str) -> str:
+    """A Dash pattern id as it appears in the DOM (JSON, keys sorted), as a CSS selector."""
+    return f"[id='{json.dumps(parts, sort_keys=True, separators=(',', ':'))}']"
+
+
+def trace_lengths(page: Any, graph: str) -> list[int]:
+    return page.evaluate(
+        """(sel) => { const el = document.querySelector(sel);
+                      const gd = el && el.querySelector('.js-plotly-plot');
+                      return gd && gd.data ? gd.data.map(t => (t.x || []).length) : []; }""",
+        dom_id(name=graph, type="graph"),
+    )
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    """median, p90 (nearest rank), min, max."""
+    s = sorted(xs)
+    p90 = s[min(len(s) - 1, max(0, round(0.9 * len(s) + 0.5) - 1))]
+    return {"n": len(s), "median": statistics.median(s), "p90": p90, "min": s[0], "max": s[-1]}
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
