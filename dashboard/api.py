@@ -123,7 +123,9 @@ class ApiClient:
         keys: Iterable[str] | None = None,
         since_step: int | None = None,
         max_points: int | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Series]:
+        """`timeout_s` overrides the client's (short, live-tick) timeout, e.g. for a full render."""
         params: dict[str, Any] = {}
         if keys is not None:
             key_list = list(keys)
@@ -134,7 +136,8 @@ class ApiClient:
             params["since_step"] = since_step
         if max_points is not None:
             params["max_points"] = max_points
-        return parse_series(self._request("GET", f"/api/runs/{run_id}/metrics", params=params))
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
+        return parse_series(self._request("GET", f"/api/runs/{run_id}/metrics", params=params, **extra))
 
 
 _client: ApiClient | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import dash
 from dash import Input, Output, Patch, State, dash_table, dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard import api, live
 from dashboard import app as app_module
@@ -22,7 +23,10 @@ from dashboard.series import format_setting
 dash.register_page(__name__, path_template="/runs/<run_id>", title="Run — CGGM Monitor", name="Run")
 
 ACTIVE = {"queued", "running", "stopping"}
-MAX_POINTS = 5000  # per series on a full render; the server keeps extremes when downsampling
+# Per series on a full render; the server keeps each bucket's extremes and the first and last
+# point. 1,500 points per trace keep a 10-key page's first render small (bench/dashboard_load.py).
+MAX_POINTS = 1500
+FULL_RENDER_TIMEOUT_S = 60.0  # a long run's first read may take seconds; live ticks keep the short one
 LOG_LINES = 200
 
 
@@ -112,8 +116,8 @@ def _config_rows(run: dict[str, Any]) -> list[dict[str, str]]:
 N_OUT = len(live.PANEL_IDS)
 
 
-@dash.callback(
-    [Output(graph_id(f"run-panel-{pid}"), "figure") for pid in live.PANEL_IDS],
+OUTPUTS = [
+    *[Output(graph_id(f"run-panel-{pid}"), "figure") for pid in live.PANEL_IDS],
     Output(graph_id("run-dominance"), "figure"),
     Output("run-live", "data"),
     Output("run-dominance-now", "children"),
@@ -128,24 +132,56 @@ N_OUT = len(live.PANEL_IDS)
     Output("run-error", "children"),
     Output("run-log", "children"),
     Output("run-stop", "disabled"),
+]
+
+
+# Two callbacks on purpose: Dash drops the response of a callback when a newer request for the same
+# callback is sent, so a live tick arriving during a slow first render (a long run) used to throw
+# that render away, forever (bench/dashboard_load.py). The full render and the ticks are separate.
+@dash.callback(
+    *OUTPUTS,
     Input("run-id", "data"),
     Input("run-smoothing", "value"),
     Input("run-xmode", "value"),
     Input("run-logy", "value"),
-    Input("run-poll", "n_intervals"),
     State("run-live", "data"),
 )
 @safe_callback
-def update_run(run_id: int, smoothing: float, x_mode: str, log_y: list[str], _n: int | None, state: dict | None):
+def render_run(run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None):
+    return _update(run_id, smoothing, x_mode, log_y, state, full=True)
+
+
+@dash.callback(
+    *[Output(o.component_id, o.component_property, allow_duplicate=True) for o in OUTPUTS],
+    Input("run-poll", "n_intervals"),
+    State("run-id", "data"),
+    State("run-smoothing", "value"),
+    State("run-xmode", "value"),
+    State("run-logy", "value"),
+    State("run-live", "data"),
+    prevent_initial_call=True,
+)
+@safe_callback
+def tick_run(_n: int | None, run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None):
+    view = {"smoothing": float(smoothing or 0.0), "x_mode": x_mode or "step", "log_y": "log" in (log_y or [])}
+    if state is None or state.get("view") != view:
+        raise PreventUpdate  # the full render has not landed yet (or is being redone for a new view)
+    return _update(run_id, smoothing, x_mode, log_y, state, full=False)
+
+
+def _update(run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None, full: bool) -> tuple:
     client = api.client()
     run = client.get_run(run_id)
     active = run["status"] in ACTIVE
     view = {"smoothing": float(smoothing or 0.0), "x_mode": x_mode or "step", "log_y": "log" in (log_y or [])}
-    full = state is None or dash.ctx.triggered_id != "run-poll" or state.get("view") != view
     if full:
         keys = client.keys(run_id)
         wanted = [k for k in keys if live.panel_of(k) is not None or k == live.EPOCH_KEY]
-        series = client.metrics(run_id, keys=wanted, max_points=MAX_POINTS) if wanted else {}
+        series = (
+            client.metrics(run_id, keys=wanted, max_points=MAX_POINTS, timeout_s=FULL_RENDER_TIMEOUT_S)
+            if wanted
+            else {}
+        )
         t0 = run.get("started_at") or run.get("created_at")
         figs, dom_fig, state = live.initial_render(series, view, t0)
         state["events_after"] = 0
