@@ -55,6 +55,27 @@ class Metric(Base):
     time: Mapped[float] = mapped_column(Float)
 
 
+class MetricBlock(Base):
+    """Rollup of a series by blocks of BLOCK_STEPS steps: each block's min and max point.
+
+    Kept in the ingest transaction, so that a downsampled read of a long series reads ~N/64 rows
+    instead of N (a 1M-point series: 15.6k rows). Min/max merges are idempotent, so a retried
+    batch changes nothing. NaN points (NULL) take no part.
+    """
+
+    __tablename__ = "metric_blocks"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LEN), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    min_step: Mapped[int] = mapped_column(BigInteger)
+    min_value: Mapped[float] = mapped_column(Float)
+    min_time: Mapped[float] = mapped_column(Float)
+    max_step: Mapped[int] = mapped_column(BigInteger)
+    max_value: Mapped[float] = mapped_column(Float)
+    max_time: Mapped[float] = mapped_column(Float)
+
+
 class Latest(Base):
     __tablename__ = "latest"
 

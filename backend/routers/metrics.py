@@ -68,7 +68,10 @@ def get_metrics(
         key_list = [k for k in (s.strip() for s in keys.split(",")) if k]
         if not key_list:
             raise Invalid(["query", "keys"], "expected one or more comma-separated keys")
-    raw = metric_store.query_series(session, run_id=run_id, keys=key_list, since_step=since_step)
+    if max_points is not None and since_step is None:  # long series come from the rollup
+        raw = metric_store.query_downsampled(session, run_id=run_id, keys=key_list, max_points=max_points)
+    else:
+        raw = metric_store.query_series(session, run_id=run_id, keys=key_list, since_step=since_step)
     series: dict[str, Any] = {}
     for key, (steps, values, times) in raw.items():
         if max_points is not None and len(steps) > max_points:

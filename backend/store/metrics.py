@@ -53,6 +53,8 @@ def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -
     else:
         accepted = _insert_sqlite(session, rows=list(rows.values()))
 
+    _update_blocks(session, run_id=run_id, rows=rows.values())
+
     newest: dict[str, dict[str, Any]] = {}
     for row in rows.values():
         cur = newest.get(row["key"])
@@ -66,6 +68,46 @@ def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -
     )
     session.execute(up)
     return accepted, len(points) - accepted
+
+
+BLOCK_STEPS = 64  # steps per rollup block: a 1M-step series has 15.6k blocks
+
+# Merge a block's min and max with what is stored. Right-hand sides read the row as it was before
+# the update (SQL semantics, in SQLite and PostgreSQL alike), so the CASEs agree with each other.
+_UPSERT_BLOCK = text(
+    "INSERT INTO metric_blocks (run_id, key, block, min_step, min_value, min_time, max_step, max_value, max_time) "
+    "VALUES (:run_id, :key, :block, :min_step, :min_value, :min_time, :max_step, :max_value, :max_time) "
+    "ON CONFLICT (run_id, key, block) DO UPDATE SET "
+    "min_step = CASE WHEN excluded.min_value < metric_blocks.min_value THEN excluded.min_step ELSE metric_blocks.min_step END, "
+    "min_time = CASE WHEN excluded.min_value < metric_blocks.min_value THEN excluded.min_time ELSE metric_blocks.min_time END, "
+    "min_value = CASE WHEN excluded.min_value < metric_blocks.min_value THEN excluded.min_value ELSE metric_blocks.min_value END, "
+    "max_step = CASE WHEN excluded.max_value > metric_blocks.max_value THEN excluded.max_step ELSE metric_blocks.max_step END, "
+    "max_time = CASE WHEN excluded.max_value > metric_blocks.max_value THEN excluded.max_time ELSE metric_blocks.max_time END, "
+    "max_value = CASE WHEN excluded.max_value > metric_blocks.max_value THEN excluded.max_value ELSE metric_blocks.max_value END"
+)
+
+
+def _update_blocks(session: Session, *, run_id: int, rows: Any) -> None:
+    """Fold this batch's points into the rollup (NaN points, stored as NULL, are left out)."""
+    blocks: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        value = r["value"]
+        if value is None:
+            continue
+        b = blocks.get((r["key"], r["step"] // BLOCK_STEPS))
+        if b is None:
+            blocks[(r["key"], r["step"] // BLOCK_STEPS)] = {
+                "run_id": run_id, "key": r["key"], "block": r["step"] // BLOCK_STEPS,
+                "min_step": r["step"], "min_value": value, "min_time": r["time"],
+                "max_step": r["step"], "max_value": value, "max_time": r["time"],
+            }  # fmt: skip
+            continue
+        if value < b["min_value"]:
+            b["min_step"], b["min_value"], b["min_time"] = r["step"], value, r["time"]
+        if value > b["max_value"]:
+            b["max_step"], b["max_value"], b["max_time"] = r["step"], value, r["time"]
+    if blocks:
+        session.execute(_UPSERT_BLOCK, list(blocks.values()))
 
 
 # PostgreSQL: one statement over four arrays. Measured (1,000-point batches, one writer): ~34k points/s
@@ -152,4 +194,63 @@ def query_series(
         _, steps, values, times = zip(*group, strict=True)
         vals = [nan if v is None else v for v in values] if None in values else list(values)
         out[key] = (list(steps), vals, list(times))
+    return out
+
+
+def query_downsampled(
+    session: Session, *, run_id: int, keys: list[str] | None, max_points: int
+) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """Each series reduced to at most `max_points`, keeping bucket extremes and the first and last point.
+
+    Long series are read from the rollup: every block's min and max point, plus the raw first and
+    last point (two indexed lookups), then min-max downsampled. The global min and max are always
+    among the block extremes, so they survive, as with the raw path. Series with few blocks, and
+    series stored before the rollup existed, are read raw.
+    """
+    names = keys if keys is not None else list_keys(session, run_id=run_id)
+    if not names:
+        return {}
+    ph = "?" if session.get_bind().dialect.name == "sqlite" else "%s"
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(
+            "SELECT key, min_step, min_value, min_time, max_step, max_value, max_time FROM metric_blocks "
+            f"WHERE run_id = {ph} AND key IN ({', '.join([ph] * len(names))}) ORDER BY key, block",
+            [run_id, *names],
+        )
+        block_rows = cursor.fetchall()
+        by_key: dict[str, list[Any]] = {}
+        for key, group in itertools.groupby(block_rows, key=operator.itemgetter(0)):
+            by_key[key] = list(group)
+        out: dict[str, tuple[list[int], list[float], list[float]]] = {}
+        raw_keys = [k for k in names if 2 * len(by_key.get(k, ())) < max_points]
+        if raw_keys:
+            out.update(query_series(session, run_id=run_id, keys=raw_keys, since_step=None))
+        for key in names:
+            if key in out:
+                continue
+            ends: list[Any] = []
+            for order in ("ASC", "DESC"):
+                cursor.execute(
+                    f"SELECT step, value, time FROM metrics WHERE run_id = {ph} AND key = {ph} "
+                    f"ORDER BY step {order} LIMIT 1",
+                    [run_id, key],
+                )
+                ends.append(cursor.fetchone())
+            points = [ends[0]]
+            for _, s_lo, v_lo, t_lo, s_hi, v_hi, t_hi in by_key[key]:
+                pair = (
+                    [(s_lo, v_lo, t_lo), (s_hi, v_hi, t_hi)]
+                    if s_lo <= s_hi
+                    else [(s_hi, v_hi, t_hi), (s_lo, v_lo, t_lo)]
+                )
+                for p in pair:
+                    if ends[0][0] < p[0] < ends[1][0] and p[0] != points[-1][0]:
+                        points.append(p)
+            if ends[1][0] != ends[0][0]:
+                points.append(ends[1])
+            steps, values, times = (list(c) for c in zip(*points, strict=True))
+            out[key] = (steps, [math.nan if v is None else v for v in values], times)
+    finally:
+        cursor.close()
     return out

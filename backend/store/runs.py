@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
-from ..models import ACTIVE_STATUSES, Event, Latest, Metric, Run
+from ..models import ACTIVE_STATUSES, Event, Latest, Metric, MetricBlock, Run
 from .events import add_event
 
 # A run takes metrics while something may still be logging to it. 'lost' is included: a worker
@@ -103,7 +103,7 @@ def update_run(session: Session, *, run_id: int, name: str | None, tags: list[st
 def delete_run(session: Session, *, run_id: int) -> None:
     get_run(session, run_id=run_id, for_update=True)
     # Explicit deletes: do not rely on ON DELETE CASCADE (SQLite enforces it only with a pragma).
-    for table in (Metric, Latest, Event):
+    for table in (Metric, MetricBlock, Latest, Event):
         session.execute(delete(table).where(table.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
 

@@ -198,3 +198,27 @@ def test_two_backend_processes_share_one_sqlite_file(make_server) -> None:  # ty
     assert errors == []
     with b.client() as api:
         assert stored_count(api, run_id) == 4 * 6 * 500
+
+
+def test_downsampled_read_of_a_long_series_from_the_rollup(api: httpx.Client) -> None:
+    """50,000 points sent out of order and partly twice: the rollup path keeps the global min and
+    max, the first and last point, returns only real stored points, and stays under max_points."""
+    run_id = new_running_run(api)
+    n = 50_000
+    values = [math.sin(i / 300.0) + 0.001 * (i % 7) for i in range(n)]
+    values[31_337], values[7], values[44_444] = 9.5, -8.25, "NaN"  # type: ignore[call-overload]
+    rows = [{"key": "coef/m0", "step": i, "value": v, "time": 1000.0 + i} for i, v in enumerate(values)]
+    for start in (40_000, 30_000, 20_000, 10_000, 0):  # newest first: blocks are merged, not appended
+        for i in range(start, start + 10_000, 5_000):
+            assert api.post(f"/api/runs/{run_id}/metrics", json={"points": rows[i : i + 5_000]}).status_code == 200
+    # A retried batch changes nothing, in the rollup too.
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": rows[31_000:32_000]}).json()["duplicates"] == 1000
+    s = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 1500}).json()["series"]["coef/m0"]
+    assert 700 <= len(s["steps"]) <= 1500
+    assert s["steps"] == sorted(set(s["steps"]))
+    assert s["steps"][0] == 0 and s["steps"][-1] == n - 1
+    assert 31_337 in s["steps"] and 7 in s["steps"]
+    finite = [v for v in s["values"] if isinstance(v, float)]
+    assert max(finite) == 9.5 and min(finite) == -8.25
+    for step, value, t in zip(s["steps"], s["values"], s["times"], strict=True):
+        assert value == values[step] and t == 1000.0 + step  # real points, not bucket averages
