@@ -9,9 +9,9 @@ from torch.testing import assert_close
 from cggm_core.methods import resolve_method_settings
 from cggm_core.methods.base import StepState
 from cggm_core.methods.cggm import CGGM, GUARD, flat_cos, gm_loss, raw_balance, stable_balance
-from cggm_core.models import AuxHeads, build_mlp_net
+from cggm_core.models import AuxHeads, MultimodalNet, build_mlp_net
 from cggm_core.step import Stepper
-from cggm_core.tasks import classification
+from cggm_core.tasks import Task, classification
 
 from .utils import random_batch, tiny_net
 
@@ -22,6 +22,17 @@ def make_cggm(variant: str, modalities: int = 2, **settings: object) -> CGGM:
     aux = AuxHeads({m: 4 for m in names}, 5, 3)
     cfg = resolve_method_settings("cggm", {"variant": variant, **settings}, names)
     return CGGM(cfg, net, aux, classification(3))
+
+
+def forward_state(net: MultimodalNet, aux: AuxHeads, task: Task) -> StepState:
+    """The StepState of one forward pass on a random batch of 16, as the Stepper builds it."""
+    xs, y = random_batch(list(net.modalities), 16, task.num_outputs)
+    feats = net.encode(xs)
+    pred = net.fuse(feats)
+    z = aux(feats)
+    aux_losses = {m: task.loss(z[m], y) for m in z}
+    eps = {m: task.metric(z[m], y) for m in z}
+    return StepState(1, True, xs, y, feats, pred, task.loss(pred, y), z, aux_losses, eps)
 
 
 def feed(method: CGGM, eps: list[float]) -> list[float]:
@@ -81,14 +92,8 @@ def test_paper_gm_term_matches_independent_computation() -> None:
     task = classification(3)
     cfg = resolve_method_settings("cggm", {"variant": "paper", "lam": 0.3}, ["a", "b"])
     method = CGGM(cfg, net, aux, task)
-    xs, y = random_batch(["a", "b"], 16, 3)
-    feats = net.encode(xs)
-    pred = net.fuse(feats)
-    task_loss = task.loss(pred, y)
-    z = aux(feats)
-    aux_losses = {m: task.loss(z[m], y) for m in z}
-    eps = {m: task.metric(z[m], y) for m in z}
-    state = StepState(1, True, xs, y, feats, pred, task_loss, z, aux_losses, eps)
+    state = forward_state(net, aux, task)
+    task_loss, aux_losses, eps = state.task_loss, state.aux_losses, state.eps
     extra = method.before_backward(state)
     assert extra is not None
     # Independent: B from ε(1) − 0; cosines of the last-layer gradients.
@@ -116,14 +121,8 @@ def test_encoder_gradients_scaled_by_rho_times_b(variant: str) -> None:
     rho = 1.7
     cfg = resolve_method_settings("cggm", {"variant": variant, "rho": rho}, ["a", "b"])
     method = CGGM(cfg, net, aux, task)
-    xs, y = random_batch(["a", "b"], 16, 3)
-    feats = net.encode(xs)
-    pred = net.fuse(feats)
-    task_loss = task.loss(pred, y)
-    z = aux(feats)
-    aux_losses = {m: task.loss(z[m], y) for m in z}
-    eps = {m: task.metric(z[m], y) for m in z}
-    state = StepState(1, True, xs, y, feats, pred, task_loss, z, aux_losses, eps)
+    state = forward_state(net, aux, task)
+    task_loss = state.task_loss
     extra = method.before_backward(state)
     loss = task_loss if extra is None else task_loss + extra
     loss.backward()
