@@ -8,9 +8,13 @@ accuracy, so that CGGM's ε works unchanged on MOSI-style targets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    from ._lazy import F, torch
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,13 @@ class Task:
             return F.cross_entropy(pred, y, reduction="none")
         return (pred.reshape(y.shape) - y).abs().reshape(len(y), -1).mean(dim=1)
 
-    @torch.no_grad()
     def metric(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """ε on one batch, as a 0-d tensor (no device sync; callers `.item()` on log steps only)."""
-        if self.kind == "classification":
-            return (pred.argmax(dim=1) == y).float().mean()
-        # Sign accuracy, as in MOSI's binary accuracy: a prediction is right when its sign matches.
-        return ((pred.reshape(y.shape) >= 0) == (y >= 0)).float().mean()
+        with torch.no_grad():
+            if self.kind == "classification":
+                return (pred.argmax(dim=1) == y).float().mean()
+            # Sign accuracy, as in MOSI's binary accuracy: a prediction is right when its sign matches.
+            return ((pred.reshape(y.shape) >= 0) == (y >= 0)).float().mean()
 
 
 def classification(num_classes: int) -> Task:

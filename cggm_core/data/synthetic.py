@@ -12,10 +12,14 @@ target z and shows it to modality m as strength_m · z · u_m plus a fixed rando
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from .._lazy import torch
 
 from .. import tasks
 from ..settings import Setting, SettingError

@@ -22,11 +22,15 @@ what we compute at step t (the definitions are ours; the paper leaves several of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..models import AuxHeads, MultimodalNet
+    from ..models import AuxHeads, MultimodalNet
+else:
+    from .._lazy import torch
+
 from ..settings import Setting
 from ..tasks import Task
 from .base import Method, StepState, scale_grads_
@@ -68,10 +72,10 @@ class AGM(Method):
         self.running = self.momentum * prev + (1 - self.momentum) * r
         return coef
 
-    @torch.no_grad()
     def unimodal_losses(self, state: StepState) -> torch.Tensor:
         feats = {m: f.detach() for m, f in state.feats.items()}
-        return torch.stack([self.task.loss(self.model.fuse(feats, keep=[m]), state.y) for m in self.modalities])
+        with torch.no_grad():
+            return torch.stack([self.task.loss(self.model.fuse(feats, keep=[m]), state.y) for m in self.modalities])
 
     def modulate(self, state: StepState) -> dict[str, torch.Tensor | float]:
         scores = self.unimodal_losses(state)  # (M,)

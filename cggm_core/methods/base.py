@@ -17,11 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..models import AuxHeads, MultimodalNet
+    from ..models import AuxHeads, MultimodalNet
+else:
+    from .._lazy import torch
+
 from ..settings import Setting
 from ..tasks import Task
 

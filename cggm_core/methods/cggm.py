@@ -22,12 +22,16 @@ negative (gradient ascent on that encoder), and only the gradient clip keeps the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
 
-from ..models import AuxHeads, MultimodalNet
+    from ..models import AuxHeads, MultimodalNet
+else:
+    from .._lazy import F, torch
+
 from ..settings import Setting
 from ..tasks import Task
 from .base import Method, StepState, scale_grads_

@@ -18,11 +18,15 @@ Zero norms are guarded: d = 0 gives a zero gradient, and a zero g_mm or g_uni co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..models import AuxHeads, MultimodalNet
+    from ..models import AuxHeads, MultimodalNet
+else:
+    from .._lazy import torch
+
 from ..settings import Setting
 from ..tasks import Task
 from .base import Method, StepState

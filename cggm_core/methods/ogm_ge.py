@@ -27,12 +27,16 @@ datasets of CREMA-D's size, not VGGSound's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from ..models import AuxHeads, ConcatFusion, MultimodalNet
+    from ..models import AuxHeads, MultimodalNet
+else:
+    from .._lazy import nn, torch
+
 from ..settings import Setting
 from ..tasks import Task
 from .base import Method, StepState, scale_grads_
@@ -40,9 +44,15 @@ from .base import Method, StepState, scale_grads_
 TINY = 1e-12  # keeps ratios finite when every score is 0
 
 
-@torch.no_grad()
 def unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each modality's own prediction: exact decomposition for a linear head, else zero-masking."""
+    with torch.no_grad():
+        return _unimodal_outputs(model, feats)
+
+
+def _unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from ..models import ConcatFusion  # models needs torch: imported when OGM-GE runs, not with the registry
+
     detached = {m: f.detach() for m, f in feats.items()}
     head = model.head
     if isinstance(head, nn.Linear) and isinstance(model.fusion, ConcatFusion):
@@ -60,12 +70,12 @@ def unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) ->
     return {m: model.fuse(detached, keep=[m]) for m in model.modalities}
 
 
-@torch.no_grad()
 def ogm_score(pred: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     """s_m (0-d tensor): Σ_i p_i[y_i] for classification, −Σ_i |pred_i − y_i| for regression."""
-    if task.kind == "classification":
-        return pred.softmax(dim=1).gather(1, y.reshape(-1, 1)).sum()
-    return -(pred.reshape(y.shape) - y).abs().sum()
+    with torch.no_grad():
+        if task.kind == "classification":
+            return pred.softmax(dim=1).gather(1, y.reshape(-1, 1)).sum()
+        return -(pred.reshape(y.shape) - y).abs().sum()
 
 
 def ogm_coefficients(scores: Mapping[str, torch.Tensor | float], alpha: float) -> dict[str, torch.Tensor]:

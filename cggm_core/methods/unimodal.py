@@ -8,9 +8,12 @@ no gradient (their aux heads still train on their frozen features, so the probe 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from .._lazy import torch
 
 from ..settings import Setting, SettingError
 from .base import Method, StepState
