@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import time as _time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, Field
@@ -52,8 +51,7 @@ class KeysPublic(BaseModel):
     keys: list[str]
 
 
-@dataclass(frozen=True)
-class PointIn:
+class PointIn(NamedTuple):
     key: str
     step: int
     value: float
@@ -93,7 +91,25 @@ def parse_batch(body: bytes, max_batch: int, now: float | None = None) -> list[P
     received = _time.time() if now is None else now
     out: list[PointIn] = []
     errors: list[dict[str, Any]] = []
+    isfinite = math.isfinite
     for i, p in enumerate(raw_points):
+        # Fast path for the shape every client sends (measured: ~7 µs a point through the general
+        # checks below, the largest cost of ingest): exact types, no extra fields.
+        if type(p) is dict and 3 <= len(p) <= 4:
+            key, step, value, t = p.get("key"), p.get("step"), p.get("value"), p.get("time", received)
+            if (
+                type(key) is str
+                and 0 < len(key) <= MAX_KEY_LEN
+                and not key.isspace()
+                and type(step) is int
+                and 0 <= step <= MAX_STEP
+                and type(value) is float
+                and type(t) is float
+                and isfinite(t)
+                and len(p) == (4 if "time" in p else 3)
+            ):
+                out.append(PointIn(key, step, value, t))
+                continue
         point = _check_point(p, i, received, errors)
         if point is not None:
             out.append(point)

@@ -14,24 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from ..models import Latest
 from ..schemas.metrics import PointIn
 
 
-def _insert_for(session: Session) -> Any:
+def _dialect(session: Session) -> str:
     name = session.get_bind().dialect.name
-    if name == "sqlite":
-        return sqlite.insert
-    if name == "postgresql":
-        return postgresql.insert
-    raise RuntimeError(f"unsupported database dialect {name!r}; use SQLite or PostgreSQL")
-
-
-def _stored(value: float) -> float | None:
-    return None if math.isnan(value) else value  # NULL stands for NaN (SQLite cannot keep a NaN)
+    if name not in ("sqlite", "postgresql"):
+        raise RuntimeError(f"unsupported database dialect {name!r}; use SQLite or PostgreSQL")
+    return name
 
 
 def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -> tuple[int, int]:
@@ -41,34 +35,36 @@ def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -
     """
     if not points:
         return 0, 0
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    for p in points:
+    # (key, step) -> (key, step, value or None for NaN, time); plain tuples: this loop runs per point.
+    rows: dict[tuple[str, int], tuple[str, int, float | None, float]] = {}
+    for key, step, value, t in points:
         # A (key, step) repeated inside the batch: the first one wins, like a repeat across batches.
-        rows.setdefault(
-            (p.key, p.step), {"run_id": run_id, "key": p.key, "step": p.step, "value": _stored(p.value), "time": p.time}
-        )
-    insert = _insert_for(session)
-    if session.get_bind().dialect.name == "postgresql":
-        accepted = _insert_unnest(session, run_id=run_id, rows=list(rows.values()))
+        if (key, step) not in rows:
+            rows[(key, step)] = (key, step, None if value != value else value, t)  # NULL stands for NaN
+    unique = list(rows.values())
+    if _dialect(session) == "postgresql":
+        accepted = _insert_unnest(session, run_id=run_id, rows=unique)
     else:
-        accepted = _insert_sqlite(session, rows=list(rows.values()))
+        accepted = _insert_sqlite(session, run_id=run_id, rows=unique)
 
-    _update_blocks(session, run_id=run_id, rows=rows.values())
+    _update_blocks(session, run_id=run_id, rows=unique)
 
-    newest: dict[str, dict[str, Any]] = {}
-    for row in rows.values():
-        cur = newest.get(row["key"])
-        if cur is None or row["step"] > cur["step"]:
-            newest[row["key"]] = row
-    up = insert(Latest).values(list(newest.values()))
-    up = up.on_conflict_do_update(
-        index_elements=["run_id", "key"],
-        set_={"step": up.excluded.step, "value": up.excluded.value, "time": up.excluded.time},
-        where=Latest.step < up.excluded.step,
-    )
-    session.execute(up)
+    newest: dict[str, tuple[str, int, float | None, float]] = {}
+    for row in unique:
+        cur = newest.get(row[0])
+        if cur is None or row[1] > cur[1]:
+            newest[row[0]] = row
+    latest = [{"run_id": run_id, "key": k, "step": st, "value": v, "time": t} for k, st, v, t in newest.values()]
+    session.execute(_UPSERT_LATEST, latest)
     return accepted, len(points) - accepted
 
+
+# The last value per key, in the same transaction; a batch that arrives late changes nothing.
+_UPSERT_LATEST = text(
+    "INSERT INTO latest (run_id, key, step, value, time) VALUES (:run_id, :key, :step, :value, :time) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, time = excluded.time "
+    "WHERE latest.step < excluded.step"
+)
 
 BLOCK_STEPS = 64  # steps per rollup block: a 1M-step series has 15.6k blocks
 
@@ -87,25 +83,24 @@ _UPSERT_BLOCK = text(
 )
 
 
-def _update_blocks(session: Session, *, run_id: int, rows: Any) -> None:
+def _update_blocks(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> None:
     """Fold this batch's points into the rollup (NaN points, stored as NULL, are left out)."""
     blocks: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in rows:
-        value = r["value"]
+    for key, step, value, t in rows:
         if value is None:
             continue
-        b = blocks.get((r["key"], r["step"] // BLOCK_STEPS))
+        b = blocks.get((key, step // BLOCK_STEPS))
         if b is None:
-            blocks[(r["key"], r["step"] // BLOCK_STEPS)] = {
-                "run_id": run_id, "key": r["key"], "block": r["step"] // BLOCK_STEPS,
-                "min_step": r["step"], "min_value": value, "min_time": r["time"],
-                "max_step": r["step"], "max_value": value, "max_time": r["time"],
+            blocks[(key, step // BLOCK_STEPS)] = {
+                "run_id": run_id, "key": key, "block": step // BLOCK_STEPS,
+                "min_step": step, "min_value": value, "min_time": t,
+                "max_step": step, "max_value": value, "max_time": t,
             }  # fmt: skip
             continue
         if value < b["min_value"]:
-            b["min_step"], b["min_value"], b["min_time"] = r["step"], value, r["time"]
+            b["min_step"], b["min_value"], b["min_time"] = step, value, t
         if value > b["max_value"]:
-            b["max_step"], b["max_value"], b["max_time"] = r["step"], value, r["time"]
+            b["max_step"], b["max_value"], b["max_time"] = step, value, t
     if blocks:
         session.execute(_UPSERT_BLOCK, list(blocks.values()))
 
@@ -124,14 +119,9 @@ _UNNEST_INSERT = text(
 )
 
 
-def _insert_unnest(session: Session, *, run_id: int, rows: list[dict[str, Any]]) -> int:
-    params = {
-        "run_id": run_id,
-        "keys": [r["key"] for r in rows],
-        "steps": [r["step"] for r in rows],
-        "values": [r["value"] for r in rows],
-        "times": [r["time"] for r in rows],
-    }
+def _insert_unnest(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> int:
+    keys, steps, values, times = (list(c) for c in zip(*rows, strict=True))
+    params = {"run_id": run_id, "keys": keys, "steps": steps, "values": values, "times": times}
     result = session.connection().execute(_UNNEST_INSERT, params)
     return int(result.rowcount)
 
@@ -146,11 +136,11 @@ _SQLITE_INSERT = (
 )
 
 
-def _insert_sqlite(session: Session, *, rows: list[dict[str, Any]]) -> int:
+def _insert_sqlite(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> int:
     dbapi = session.connection().connection  # the pooled sqlite3 connection, in this transaction
     cursor = dbapi.cursor()
     try:
-        cursor.executemany(_SQLITE_INSERT, [(r["run_id"], r["key"], r["step"], r["value"], r["time"]) for r in rows])
+        cursor.executemany(_SQLITE_INSERT, [(run_id, *r) for r in rows])
         return int(cursor.rowcount)
     finally:
         cursor.close()
