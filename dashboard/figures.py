@@ -327,28 +327,15 @@ def build_small_multiples_figure(
         title={"text": f"{prefix}/*", "font": {"size": 14}}, height=280, margin={"l": 60, "r": 10, "t": 60, "b": 30}
     )
     if symlog_y:
-        lo = min(
-            (
-                v
-                for r in runs.values()
-                for k, s in r.items()
-                if k.startswith(prefix + "/")
-                for v in s.values
-                if math.isfinite(v)
-            ),
-            default=0.0,
-        )
-        hi = max(
-            (
-                v
-                for r in runs.values()
-                for k, s in r.items()
-                if k.startswith(prefix + "/")
-                for v in s.values
-                if math.isfinite(v)
-            ),
-            default=0.0,
-        )
+        finite = [
+            v
+            for r in runs.values()
+            for k, s in r.items()
+            if k.startswith(prefix + "/")
+            for v in s.values
+            if math.isfinite(v)
+        ]
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
         tickvals, ticktext = symlog_ticks(lo, hi)
         fig.update_yaxes(tickvals=tickvals, ticktext=ticktext)
     elif log_y:
