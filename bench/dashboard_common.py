@@ -8,15 +8,12 @@ Not a benchmark itself; `bench/dashboard_latency.py`, `bench/dashboard_load.py` 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,37 +23,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.settings import Settings
+from tests.dashboard.pagekit import (  # the browser tests' helpers, shared
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    wait_http,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CGGM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"no answer from {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 class Stack:
@@ -161,30 +135,6 @@ def browser() -> Iterator[Any]:
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-
-
-def dom_id(**parts: str) -> str:
-    """A Dash pattern id as it appears in the DOM (JSON, keys sorted), as a CSS selector."""
-    return f"[id='{json.dumps(parts, sort_keys=True, separators=(',', ':'))}']"
-
-
-def trace_lengths(page: Any, graph: str) -> list[int]:
-    return page.evaluate(
-        """(sel) => { const el = document.querySelector(sel);
-                      const gd = el && el.querySelector('.js-plotly-plot');
-                      return gd && gd.data ? gd.data.map(t => (t.x || []).length) : []; }""",
-        dom_id(name=graph, type="graph"),
-    )
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def quantiles(xs: list[float]) -> dict[str, float]:

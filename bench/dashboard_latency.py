@@ -28,7 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard_common import browser, dom_id, load_average, quantiles, stack, trace_lengths, wait_for
+from dashboard_common import browser, load_average, quantiles, stack
+
+from tests.dashboard.pagekit import dom_id, trace_lengths, wait_for
 
 WATCH_JS = """(sel) => {
   window.__seen = [];
@@ -77,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
         page.on("requestfinished", on_finished)
         page.goto(f"{st.ui}/runs/{run_id}")
-        wait_for(lambda: trace_lengths(page, "run-panel-acc") == [first, first], 30, "the first points drawn")
+        wait_for(
+            lambda: trace_lengths(page, "run-panel-acc") == [first, first],
+            30,
+            "the first points drawn",
+            interval_s=0.05,
+        )
         page.evaluate(WATCH_JS, dom_id(name="run-panel-acc", type="graph"))
         for i in range(args.points):
             step = first + i
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         return float(s["wall"])
                 return None
 
-            shown = wait_for(seen, 15, f"step {step} drawn")
+            shown = wait_for(seen, 15, f"step {step} drawn", interval_s=0.05)
             rows.append({"step": step, "posted": posted, "stored": stored, "seen": shown})
         page.evaluate("clearInterval(window.__watch)")
         # Let the last request events arrive before splitting the latencies.

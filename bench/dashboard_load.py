@@ -34,7 +34,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard_common import browser, dom_id, load_average, stack, trace_lengths
+from dashboard_common import browser, load_average, stack
+
+from tests.dashboard.pagekit import dom_id, trace_lengths
 
 KEYS = [
     "acc/m0",

@@ -31,7 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard_common import browser, load_average, quantiles, stack, trace_lengths, wait_for
+from dashboard_common import browser, load_average, quantiles, stack
+
+from tests.dashboard.pagekit import trace_lengths, wait_for
 
 KEYS = [f"{metric}/m{m}" for metric in ("acc", "grad_norm", "coef", "cos") for m in range(5)]
 
@@ -88,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
         page.on("requestfinished", on_finished)
         page.goto(f"{st.ui}/runs/{run_id}")
-        wait_for(lambda: trace_lengths(page, "run-panel-acc")[:1] == [args.history], 30, "history drawn")
+        wait_for(
+            lambda: trace_lengths(page, "run-panel-acc")[:1] == [args.history], 30, "history drawn", interval_s=0.05
+        )
         feed = threading.Thread(target=feeder, daemon=True)
         feed.start()
         page.wait_for_timeout(3000)  # a few ticks to settle

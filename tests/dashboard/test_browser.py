@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 import sys
 import time
@@ -12,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Stack, free_port, wait_http
+from .conftest import REPO, Stack
+from .pagekit import dom_id, free_port, trace_lengths, wait_for, wait_http
 
 pytestmark = pytest.mark.browser
 
@@ -28,37 +28,12 @@ TINY = {
 }
 
 
-def dom_id(**parts: str) -> str:
-    """A Dash pattern id as it appears in the DOM (JSON, keys sorted), as a CSS selector."""
-    return f"[id='{json.dumps(parts, sort_keys=True, separators=(',', ':'))}']"
-
-
-def trace_lengths(page: Any, graph: str) -> list[int]:
-    """Number of points in each trace of a graph, read from plotly's own data in the page."""
-    return page.evaluate(
-        """(sel) => { const el = document.querySelector(sel);
-                      const gd = el && el.querySelector('.js-plotly-plot');
-                      return gd && gd.data ? gd.data.map(t => (t.x || []).length) : []; }""",
-        dom_id(name=graph, type="graph"),
-    )
-
-
 def trace_names(page: Any, graph: str) -> list[str]:
     return page.evaluate(
         """(sel) => { const gd = document.querySelector(sel).querySelector('.js-plotly-plot');
                       return gd.data.map(t => t.name); }""",
         dom_id(name=graph, type="graph"),
     )
-
-
-def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_start_run_from_form_and_watch_it_finish(stack: Stack, page: Any) -> None:
