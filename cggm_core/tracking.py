@@ -28,6 +28,10 @@ class Point:
     time: float
 
 
+# The one JSON convention for non-finite values, shared by the sinks and the backend.
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def encode_value(v: float) -> float | str:
     if math.isfinite(v):
         return v
@@ -38,10 +42,9 @@ def encode_value(v: float) -> float | str:
 
 def decode_value(v: float | int | str) -> float:
     if isinstance(v, str):
-        table = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-        if v not in table:
+        if v not in NON_FINITE:
             raise ValueError(f"value {v!r} is neither a number nor one of NaN, Infinity, -Infinity")
-        return table[v]
+        return NON_FINITE[v]
     return float(v)
 
 

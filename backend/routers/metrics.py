@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Response
+
+from cggm_core.tracking import encode_value
 
 from ..deps import DbDep, RawBody, ReadSession, SettingsDep, WriteAuth
 from ..downsample import minmax_indices
@@ -38,12 +39,6 @@ def ingest_metrics(run_id: int, body: RawBody, db: DbDep, settings: SettingsDep)
         run_store.require_accepts_metrics(session, run_id=run_id)
         accepted, duplicates = metric_store.ingest_points(session, run_id=run_id, points=points)
     return IngestResult(accepted=accepted, duplicates=duplicates)
-
-
-def _encode(v: float) -> float | str:
-    if math.isfinite(v):
-        return v
-    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic)
@@ -79,7 +74,7 @@ def get_metrics(
             steps = [steps[i] for i in idx]
             values = [values[i] for i in idx]
             times = [times[i] for i in idx]
-        series[key] = {"steps": steps, "values": [_encode(v) for v in values], "times": times}
+        series[key] = {"steps": steps, "values": [encode_value(v) for v in values], "times": times}
     # orjson straight to bytes: series can hold hundreds of thousands of numbers.
     return Response(orjson.dumps({"series": series}), media_type="application/json")
 
@@ -95,7 +90,7 @@ def get_latest(run_id: int, session: ReadSession) -> dict[str, dict[str, Any]]:
     """The last value of every key: {key: {step, value, time}} (for run tables and the dominance strip)."""
     run_store.get_run(session, run_id=run_id)
     latest = metric_store.latest_values(session, run_id=run_id)
-    return {k: {"step": s, "value": _encode(v), "time": t} for k, (s, v, t) in latest.items()}
+    return {k: {"step": s, "value": encode_value(v), "time": t} for k, (s, v, t) in latest.items()}
 
 
 # Referenced from openapi_extra above, so that /docs shows the ingest body's shape.

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel, Field
 
+from cggm_core.tracking import NON_FINITE
+
 from ..models import MAX_KEY_LEN
 from .common import field_error
 
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_STEP = 2**63 - 1
 
 
