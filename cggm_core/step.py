@@ -129,7 +129,7 @@ class Stepper:
         norms_mod: Mapping[str, torch.Tensor],
     ) -> dict[str, float]:
         task = self.task
-        tensors: dict[str, torch.Tensor] = {
+        tensors: dict[str, torch.Tensor | float] = {
             "train/loss": state.task_loss.detach(),
             f"train/{task.metric_name}": task.metric(state.pred.detach(), state.y),
             "loss/total": loss.detach(),
@@ -141,12 +141,9 @@ class Stepper:
             tensors[f"grad_norm_mod/{m}"] = norms_mod[m]
             tensors[f"cos/{m}"] = state.cos[m]
             c = coef[m]
-            tensors[f"coef/{m}"] = c.detach() if isinstance(c, torch.Tensor) else torch.tensor(float(c))
+            tensors[f"coef/{m}"] = c.detach() if isinstance(c, torch.Tensor) else float(c)
         tensors.update(state.scalars)
-        keys = list(tensors)
-        # One device sync for the whole step's numbers.
-        flat = torch.stack([t.detach().float().reshape(()).cpu() for t in tensors.values()]).tolist()
-        values = dict(zip(keys, flat, strict=True))
+        values = self._to_floats(tensors, state.task_loss.device)
         active = self.method.active_modalities if self.method else self.model.modalities
         values.update(
             probe.imbalance(
@@ -155,6 +152,20 @@ class Stepper:
             )
         )
         return values
+
+    @staticmethod
+    def _to_floats(tensors: Mapping[str, torch.Tensor | float], device: torch.device) -> dict[str, float]:
+        """All of a step's numbers with one device sync: device tensors are stacked and read once;
+        host tensors and plain floats need none (a `.cpu()` per tensor would sync once each)."""
+        on_device = [k for k, t in tensors.items() if isinstance(t, torch.Tensor) and t.device == device]
+        values: dict[str, float] = {}
+        if on_device:
+            stacked = torch.stack([tensors[k].detach().float().reshape(()) for k in on_device])  # type: ignore[union-attr]
+            values.update(zip(on_device, stacked.tolist(), strict=True))
+        for k, t in tensors.items():
+            if k not in values:
+                values[k] = float(t.detach().float()) if isinstance(t, torch.Tensor) else float(t)
+        return {k: values[k] for k in tensors}  # keys in their logging order
 
     # -- checkpointing -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
