@@ -62,10 +62,11 @@ class Stepper:
         self.global_step = 0
         self.last: dict[str, float] = {}
         if aux is not None:
-            self._attach_aux(aux)
+            self.attach_aux(aux)
 
     # -- set-up --------------------------------------------------------------------------------
-    def _attach_aux(self, aux: AuxHeads) -> None:
+    def attach_aux(self, aux: AuxHeads) -> None:
+        """Use these aux heads (with their own optimizer) and build the method around them."""
         self.aux = aux
         self.aux_optimizer = make_optimizer("adam", aux.parameters(), self.aux_lr, 0.0)
         self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
@@ -86,7 +87,7 @@ class Stepper:
         model.train()
         feats = model.encode(xs)  # h_m: (B, D_m)
         if self.aux is None:
-            self._attach_aux(self.build_aux(feats))
+            self.attach_aux(self.build_aux(feats))
         assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
         method = self.method
         pred = model.fuse(feats, keep=method.active_modalities)
@@ -180,7 +181,7 @@ class Stepper:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], aux: AuxHeads) -> None:
-        self._attach_aux(aux)
+        self.attach_aux(aux)
         assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
         self.model.load_state_dict(state["model"])
         self.aux.load_state_dict(state["aux"])

@@ -133,7 +133,7 @@ class Trainer:
             if torch.cuda.is_available() and ckpt.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         else:
-            self.stepper._attach_aux(aux)
+            self.stepper.attach_aux(aux)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
