@@ -34,7 +34,7 @@ from cggm_core.data.files import (
 )
 from cggm_core.data.files.brats import official_augment
 from cggm_core.data.files.brats_cases import NiftiCase, centre_box
-from cggm_core.data.files.common import seeded_holdout
+from cggm_core.data.files.common import H5Handles, seeded_holdout
 
 from .fakedata import write_brats_h5, write_brats_nifti, write_food101, write_iemocap, write_mosi
 
@@ -132,12 +132,12 @@ def test_mosi_aligned_reads_back_exactly(tmp_path: Path) -> None:
     assert ds.seq_lens == {"text": 4, "audio": 4, "vision": 4} and ds.info["aligned"] is True
     assert ds.sample_shapes == {"text": (4, 5), "audio": (4, 3), "vision": (4, 4)}
     for split, source in ds.splits.items():
-        xs, y = source.arrays()  # type: ignore[attr-defined]
+        xs, y = source.arrays()
         for m in ds.modalities:
             np.testing.assert_array_equal(xs[m], _expected_mosi(data, split, m))
             assert xs[m].dtype == np.float32
         np.testing.assert_array_equal(y, data[split]["labels"].reshape(-1).astype(np.float32))
-    assert ds.train.arrays()[0]["audio"][0, 0].tolist() == [0.0, 0.0, 0.0]  # type: ignore[attr-defined]  # was -inf
+    assert ds.train.arrays()[0]["audio"][0, 0].tolist() == [0.0, 0.0, 0.0]  # was -inf
     sample, label = ds.valid[2]
     np.testing.assert_array_equal(sample["vision"], data["valid"]["vision"][2].astype(np.float32))
     assert label == 3.0 and isinstance(label, float)
@@ -201,7 +201,7 @@ def test_iemocap_reads_the_fold_with_its_training_statistics(tmp_path: Path) -> 
     longest = {m: max(len(x) for x in truth.features[m].values()) for m in ds.modalities}
     assert ds.seq_lens == longest
     for split, source in ds.splits.items():
-        assert source.ids == truth.ids[split]  # type: ignore[attr-defined]
+        assert source.ids == truth.ids[split]
         np.testing.assert_array_equal(source.labels, truth.labels[split])
         for i, utt in enumerate(truth.ids[split]):
             xs, y = source[i]
@@ -242,6 +242,18 @@ def test_iemocap_splits_survive_pickling_and_worker_processes(tmp_path: Path) ->
     assert [y for _, y in got] == truth.labels["valid"].tolist()
     for (vision, _), utt in zip(got, truth.ids["valid"], strict=True):
         np.testing.assert_array_equal(vision, truth.features["vision"][utt])
+
+
+def test_h5_handles_reopen_in_a_forked_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # h5py handles must not cross a fork; a process other than the opener opens its own.
+    write_iemocap(tmp_path)
+    handles = H5Handles({"text": tmp_path / "L" / "bert_large.h5"}, "layout")
+    first = handles["text"]
+    assert handles["text"] is first
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # what a DataLoader worker after fork sees
+    second = handles["text"]
+    assert second is not first and second.id.valid
+    assert pickle.loads(pickle.dumps(handles))._files == {}
 
 
 @pytest.mark.parametrize(
@@ -285,13 +297,13 @@ def test_food101_reads_entries_images_and_tokens(tmp_path: Path) -> None:
     assert (ds.task, ds.num_classes, ds.modalities) == ("classification", 101, ("image", "text"))
     assert ds.sample_shapes == {"image": (3, 5, 5), "text": (None,)} and ds.feature_dims == {"image": 3}
     # 10% of 30 held out, one per class; train and valid partition train.json.
-    train_ids, valid_ids = ds.train.ids, ds.valid.ids  # type: ignore[attr-defined]
+    train_ids, valid_ids = ds.train.ids, ds.valid.ids
     assert len(valid_ids) == 3 and len(train_ids) == 27
     assert sorted(train_ids + valid_ids) == sorted(e["id"] for e in truth.entries["train"])
     assert sorted(ds.valid.labels.tolist()) == sorted(
         FOOD101_CLASSES.index(c) for c in ("apple_pie", "baklava", "sushi")
-    )  # type: ignore[union-attr]
-    assert ds.test.ids == [e["id"] for e in truth.entries["test"]]  # type: ignore[attr-defined]
+    )
+    assert ds.test.ids == [e["id"] for e in truth.entries["test"]]
     by_id = {e["id"]: e for e in truth.entries["train"]}
     for i in (0, 1, 2):
         xs, y = ds.train[i]
@@ -301,8 +313,8 @@ def test_food101_reads_entries_images_and_tokens(tmp_path: Path) -> None:
         squashed = np.asarray(Image.fromarray(truth.pixels[e["id"]]).resize((5, 5), Image.Resampling.BILINEAR))
         np.testing.assert_array_equal(xs["image"], squashed.transpose(2, 0, 1).astype(np.float32) / np.float32(255))
     # The seed picks the validation split; the same seed the same one.
-    assert read_food101(tmp_path, image=pipe, seed=3).valid.ids == valid_ids  # type: ignore[attr-defined]
-    assert read_food101(tmp_path, image=pipe, seed=4).valid.ids != valid_ids  # type: ignore[attr-defined]
+    assert read_food101(tmp_path, image=pipe, seed=3).valid.ids == valid_ids
+    assert read_food101(tmp_path, image=pipe, seed=4).valid.ids != valid_ids
 
 
 def test_food101_centre_crop_and_normalisation_are_exact(tmp_path: Path) -> None:
@@ -324,10 +336,10 @@ def test_food101_centre_crop_and_normalisation_are_exact(tmp_path: Path) -> None
 def test_food101_validate_on_test_is_the_official_quirk(tmp_path: Path) -> None:
     truth = write_food101(tmp_path)
     ds = read_food101(tmp_path, validate_on_test=True, classes=None)
-    assert ds.valid.ids == ds.test.ids == [e["id"] for e in truth.entries["test"]]  # type: ignore[attr-defined]
-    assert ds.train.ids == [e["id"] for e in truth.entries["train"]]  # type: ignore[attr-defined]
+    assert ds.valid.ids == ds.test.ids == [e["id"] for e in truth.entries["test"]]
+    assert ds.train.ids == [e["id"] for e in truth.entries["train"]]
     assert ds.num_classes == 3 and ds.info["class_names"] == ("apple_pie", "baklava", "sushi")
-    assert ds.train.labels.tolist() == [i % 3 for i in range(12)]  # type: ignore[union-attr]
+    assert ds.train.labels.tolist() == [i % 3 for i in range(12)]
 
 
 def test_vocabulary_counts_tokens_and_encodes() -> None:
@@ -340,17 +352,17 @@ def test_food101_token_ids_come_from_the_training_split_only(tmp_path: Path) -> 
     truth = write_food101(tmp_path, sizes={"train": 30, "test": 6})
     ds = read_food101(tmp_path, text="ids", min_freq=1, max_tokens=4, image=ImagePipeline(size=2))
     vocab = ds.info["vocabulary"]
-    kept = set(ds.train.ids)  # type: ignore[attr-defined]
+    kept = set(ds.train.ids)
     expected = Vocabulary.build((e["text_tokens"] for e in truth.entries["train"] if e["id"] in kept), 1)
     assert vocab == expected and ds.feature_dims["text"] == len(vocab) and ds.seq_lens["text"] == 4
     # A word that only a held-out (validation) entry uses stays out of the vocabulary.
-    held_out = ds.valid.ids[0]  # type: ignore[attr-defined]
+    held_out = ds.valid.ids[0]
     for e in truth.entries["train"]:
         if e["id"] == held_out:
             e["text_tokens"] = ["only_in_valid", *e["text_tokens"]]
     (tmp_path / "train.json").write_text(json.dumps(truth.entries["train"]))
     ds2 = read_food101(tmp_path, text="ids", min_freq=1, max_tokens=4, image=ImagePipeline(size=2))
-    assert ds2.valid.ids[0] == held_out and "only_in_valid" not in ds2.info["vocabulary"].tokens  # type: ignore[attr-defined]
+    assert ds2.valid.ids[0] == held_out and "only_in_valid" not in ds2.info["vocabulary"].tokens
     assert ds2.valid[0][0]["text"][0] == Vocabulary.UNK
     e = next(e for e in truth.entries["test"] if len(e["text_tokens"]) > 4)
     xs, _ = ds.test[[x["id"] for x in truth.entries["test"]].index(e["id"])]
@@ -451,8 +463,8 @@ def test_brats_h5_evaluation_covers_every_slice_exactly(tmp_path: Path) -> None:
     assert (ds.task, ds.num_classes, ds.modalities) == ("segmentation", 4, ("flair", "t1ce", "t1", "t2"))
     assert ds.sample_shapes == dict.fromkeys(ds.modalities, (1, 8, 6)) and ds.info["layout"] == "h5"
     valid = ds.valid
-    assert valid.case_ids == tuple(truth.splits["valid"])  # type: ignore[attr-defined]
-    assert len(valid) == 2 * 6 and valid.slice_case.tolist() == [0] * 6 + [1] * 6  # type: ignore[attr-defined]
+    assert valid.case_ids == tuple(truth.splits["valid"])
+    assert len(valid) == 2 * 6 and valid.slice_case.tolist() == [0] * 6 + [1] * 6
     for i in range(len(valid)):
         case = truth.splits["valid"][i // 6]
         xs, label = valid[i]
@@ -471,29 +483,29 @@ def test_brats_training_draws_seeded_tumour_slices(tmp_path: Path) -> None:
     assert len(train) == 3
     drawn: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
     for epoch in range(30):
-        train.set_epoch(epoch)  # type: ignore[attr-defined]
+        train.set_epoch(epoch)
         for i in range(3):
-            case, z, _ = train.slice_for(i)  # type: ignore[attr-defined]
+            case, z, _ = train.slice_for(i)
             drawn[case].add(z)
             assert z in truth.tumour[truth.splits["train"][case]]
     # Each case's two tumour slices are both drawn over the epochs, and nothing else is.
     assert {c: sorted(zs) for c, zs in drawn.items()} == {c: truth.tumour[truth.splits["train"][c]] for c in range(3)}
-    train.set_epoch(7)  # type: ignore[attr-defined]
+    train.set_epoch(7)
     xs, label = train[1]
-    _, z, _ = train.slice_for(1)  # type: ignore[attr-defined]
+    _, z, _ = train.slice_for(1)
     case = truth.splits["train"][1]
     image, expected = _expected_slice(truth.images[case], truth.labels[case], z)
     np.testing.assert_array_equal(xs["t1"], image[2:3])
     np.testing.assert_array_equal(label, expected)
     again = read_brats(tmp_path, crop=(8, 6), seed=5).train
-    again.set_epoch(7)  # type: ignore[attr-defined]
-    assert again.slice_for(1)[1] == z  # type: ignore[attr-defined]
+    again.set_epoch(7)
+    assert again.slice_for(1)[1] == z
 
 
 def test_brats_more_slices_per_case(tmp_path: Path) -> None:
     write_brats_h5(tmp_path)
     train = read_brats(tmp_path, crop=(8, 6), slices_per_case=4).train
-    assert len(train) == 12 and [train.case_of(i) for i in range(12)] == [0] * 4 + [1] * 4 + [2] * 4  # type: ignore[attr-defined]
+    assert len(train) == 12 and [train.case_of(i) for i in range(12)] == [0] * 4 + [1] * 4 + [2] * 4
 
 
 def test_official_augment_rotates_and_flips_image_and_label_together() -> None:
@@ -516,12 +528,12 @@ def test_brats_evaluation_modes(tmp_path: Path) -> None:
     truth = write_brats_h5(tmp_path)
     tumour = read_brats(tmp_path, crop=(8, 6), eval_slices="tumour").test
     cases = truth.splits["test"]
-    assert tumour.slice_z.tolist() == truth.tumour[cases[0]] + truth.tumour[cases[1]]  # type: ignore[attr-defined]
+    assert tumour.slice_z.tolist() == truth.tumour[cases[0]] + truth.tumour[cases[1]]
     official = read_brats(tmp_path, crop=(8, 6), eval_slices="official", seed=1).test
     assert len(official) == 2
-    zs = [official.z_of(i) for i in range(2)]  # type: ignore[attr-defined]
+    zs = [official.z_of(i) for i in range(2)]
     assert all(z in truth.tumour[c] for z, c in zip(zs, cases, strict=True))
-    assert [official.z_of(i) for i in range(2)] == zs  # type: ignore[attr-defined]
+    assert [official.z_of(i) for i in range(2)] == zs
 
 
 def test_brats_sources_pickle(tmp_path: Path) -> None:

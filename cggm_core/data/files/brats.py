@@ -66,7 +66,11 @@ def read_brats(
     test_fraction: float = 0.2,
     cache_cases: int = 2,
 ) -> FileDataset:
-    """Read a BraTS folder. `normalize` applies to NIfTI only; `cache_cases` is the NIfTI LRU size."""
+    """Read a BraTS folder. `normalize` applies to NIfTI only.
+
+    `cache_cases`: whole cases kept decoded per process (evaluation, and every NIfTI read); a
+    240 × 240 × 155 case is ~150 MB in float32.
+    """
     crop = (int(crop[0]), int(crop[1]))
     if min(crop) < 1:
         raise ValueError(f"crop must be positive, got {crop}")
@@ -79,10 +83,10 @@ def read_brats(
     folder = require_dir(Path(folder), f"{H5_LAYOUT}, or {NIFTI_LAYOUT}")
     if layout == "auto":
         layout = "h5" if (folder / "train").is_dir() and any((folder / "train").glob("*.h5")) else "nifti"
+    cache = VolumeCache(cache_cases)
     if layout == "h5":
-        cases = _h5_cases(folder)
+        cases = _h5_cases(folder, cache)
     elif layout == "nifti":
-        cache = VolumeCache(cache_cases)
         cases = _nifti_cases(folder, cache, normalize, seed, valid_fraction, test_fraction)
     else:
         raise ValueError(f"layout must be 'auto', 'h5' or 'nifti', got {layout!r}")
@@ -113,14 +117,14 @@ def read_brats(
     )
 
 
-def _h5_cases(folder: Path) -> dict[str, list[Case]]:
+def _h5_cases(folder: Path, cache: VolumeCache) -> dict[str, list[Case]]:
     out: dict[str, list[Case]] = {}
     for s in SPLITS:
         d = require_dir(folder / s, H5_LAYOUT)
         files = sorted(d.glob("*.h5"))  # the official lists the folder unsorted
         if not files:
             raise DataFormatError(d, f"holds no .h5 file; expected {H5_LAYOUT}")
-        out[s] = [H5Case(p) for p in files]
+        out[s] = [H5Case(p, cache) for p in files]
     return out
 
 
@@ -228,7 +232,7 @@ class BratsTrainSlices(_Slices):
 
     def __getitem__(self, i: int) -> Sample:
         case, z, rng = self.slice_for(i)
-        image, label = self.cases[case].slice(z, self.boxes[case])
+        image, label = self.cases[case].slice(z, self.boxes[case], whole_case=False)
         if self.augment:
             image, label = official_augment(image, label, rng)
         return _sample(image, label)
@@ -282,4 +286,5 @@ class BratsEvalSlices(_Slices):
 
     def __getitem__(self, i: int) -> Sample:
         case, z = self.case_of(i), self.z_of(i)
-        return _sample(*self.cases[case].slice(z, self.boxes[case]))
+        # Evaluation walks a case's slices in order: decode the case once, slice it in memory.
+        return _sample(*self.cases[case].slice(z, self.boxes[case], whole_case=True))
