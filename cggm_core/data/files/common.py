@@ -92,7 +92,11 @@ def open_h5(path: Path, layout: str) -> Any:
 
 
 class SampleSource(ABC):
-    """One split, indexable: `source[i] -> ({modality: array}, label)` with float32 arrays.
+    """One split, indexable: `source[i] -> ({modality: array}, label)`.
+
+    Feature arrays are float32; raw text is the exception (an (n,) str array of tokens, or (n,)
+    int64 token ids). The label is an int (classification), a float (regression) or an (h, w)
+    int64 mask (segmentation).
 
     Safe to hand to DataLoader worker processes: sources that hold open files reopen them in
     each process (the handles are dropped when the source is pickled or forked).

@@ -128,7 +128,11 @@ def read_food101(
     min_freq: int = 3,
     features: str | Path | None = None,
 ) -> FileDataset:
-    """Read the UPMC-Food-101 folder; `features` (absolute, or relative to `folder`) is optional."""
+    """Read the UPMC-Food-101 folder.
+
+    `features`: a folder of feature files, absolute or relative to `folder`. The reader does not
+    check it against the data root: resolve it with `resolve_under_root` first.
+    """
     if text not in ("tokens", "ids"):
         raise ValueError(f"text must be 'tokens' or 'ids', got {text!r}")
     if max_tokens < 1:

@@ -1,8 +1,10 @@
 """Image decoding and preprocessing in numpy (torchvision is not installable beside our torch).
 
-Decoding and resampling use Pillow; cropping and normalising are plain numpy. With a PIL image,
-torchvision's `Resize` calls the same Pillow resampler, so `ImagePipeline()` gives exactly what the
-official CGGM Food-101 evaluation transform gives (`Resize([224, 224])` then `ToTensor()`).
+Decoding and resampling use Pillow; cropping and normalising are plain numpy. On a PIL image,
+torchvision's `Resize` calls Pillow's own bilinear resampler and `ToTensor` divides by 255, so
+`ImagePipeline()` is built to match the official CGGM Food-101 evaluation transform
+(`Resize([224, 224])` then `ToTensor()`); not compared against torchvision here, which cannot be
+installed beside our torch.
 """
 
 from __future__ import annotations
