@@ -15,6 +15,7 @@ from .db import Database
 from .docs import install_docs
 from .errors import install_handlers
 from .lifecycle import sweep_lost_forever
+from .read_auth import install_read_auth
 from .routers import meta, metrics, runs, workers
 from .schemas.metrics import MetricsBatch
 from .settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     _register_schema(app)
     install_docs(app)
+    install_read_auth(app, settings)
     return app
 
 
