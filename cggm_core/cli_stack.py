@@ -294,7 +294,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         # wait a minute for it.
         worker_grace_s = 60.0 if backend.alive() else 10.0
         groups = [(workers, worker_grace_s), ([dashboard] if dashboard else [], 5.0), ([backend], 15.0)]
-        supervisor.stop_all(groups)
+        try:
+            supervisor.stop_all(groups)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop_all killed what was left
+            code = 130
     return code
 
 

@@ -110,13 +110,18 @@ class Child:
 
     def _copy_output(self, pipe: IO[bytes], log: IO[bytes], console: IO[bytes], lock: threading.Lock) -> None:
         partial = b""
+        to_console = True
         with pipe, log:
             while chunk := pipe.read1(65536):  # type: ignore[attr-defined]
                 log.write(chunk)
                 log.flush()
-                with lock:
-                    console.write(chunk)
-                    console.flush()
+                if to_console:
+                    try:
+                        with lock:
+                            console.write(chunk)
+                            console.flush()
+                    except (OSError, ValueError):  # the console went away (`cggm up | head`): keep
+                        to_console = False  # draining the pipe, or the child blocks on a full one
                 *lines, partial = re.split(rb"[\r\n]", partial + chunk)
                 for line in lines:
                     text = _ANSI.sub(b"", line).decode(errors="replace").rstrip()
@@ -171,10 +176,14 @@ class Supervisor:
         self.log_dir = log_dir
         self.env = env
         self.policy = policy
-        self.say = say
+        self._say = say
         self.console = console
-        self.console_lock = threading.Lock()
+        self.console_lock = threading.Lock()  # our lines and the children's output, not mid-line
         self.children: list[Child] = []
+
+    def say(self, message: str) -> None:
+        with self.console_lock:
+            self._say(message)
 
     def add(self, spec: ChildSpec) -> Child:
         child = Child(spec, self.log_dir / spec.file_name)
