@@ -12,8 +12,10 @@ from fastapi import FastAPI
 import cggm_core
 
 from .db import Database
+from .docs import install_docs
 from .errors import install_handlers
 from .lifecycle import sweep_lost_forever
+from .read_auth import install_read_auth
 from .routers import meta, metrics, runs, workers
 from .schemas.metrics import MetricsBatch
 from .settings import Settings
@@ -40,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=cggm_core.__version__,
         description="Run store, metric ingest and queries, and the job queue for workers.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with local assets (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -47,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (meta, runs, metrics, workers):
         app.include_router(module.router)
     _register_schema(app)
+    install_docs(app)
+    install_read_auth(app, settings)
     return app
 
 

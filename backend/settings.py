@@ -21,6 +21,7 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL (sqlite:///path.db or postgresql+psycopg://...); default <data_dir>/cggm.db",
     )
     token: str | None = Field(default=None, description="bearer token required on every write; None = no auth")
+    token_reads: bool = Field(default=False, description="require the token on reads too (backend/read_auth.py)")
     max_batch: int = Field(default=10_000, ge=1, le=1_000_000, description="most points accepted in one metrics batch")
     heartbeat_timeout_s: float = Field(
         default=30.0, gt=0, le=86_400, description="a running run whose worker is silent this long becomes 'lost'"

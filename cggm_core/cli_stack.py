@@ -1,18 +1,20 @@
 """`cggm serve`, `cggm worker`, `cggm up`: the stack's subcommands (parsers + command functions).
 
 `serve` imports the backend inside the command (cggm_core never imports it at module level);
-`up` starts the backend and one local worker as child processes and stops both on Ctrl-C.
+`up` starts the backend, the dashboard and local workers as child processes, watches them
+(cggm_core/supervisor.py: which one died and why, restart or stop everything) and stops them all
+on Ctrl-C. `serve`, `up` and `dashboard` refuse to listen beyond this machine without a token
+unless told so with --insecure-no-token (cggm_core/exposure.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .exposure import INSECURE_ENV, INSECURE_FLAG, env_flag, exposure_error, exposure_warning
 from .settings import SettingError
+from .supervisor import ChildSpec, RestartPolicy, StackFailed, Supervisor
 
 if TYPE_CHECKING:
     from .config import JobConfig
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"  # never 0.0.0.0 by default: the API has no auth unless a token is set
 DEFAULT_PORT = 8000
 STACK_COMMANDS = ("serve", "worker", "up")
+ACCESS_LOG_CHOICES = ("errors", "all", "off")
 
 
 def add_stack_parsers(sub: Any) -> None:
@@ -57,12 +62,23 @@ def add_stack_parsers(sub: Any) -> None:
     u = sub.add_parser(
         "up",
         help="start the backend, the dashboard and local workers",
-        description="Start the backend, the dashboard and N local workers; Ctrl-C stops them all.",
+        description=(
+            "Start the backend, the dashboard and N local workers; Ctrl-C stops them all. A process that "
+            "dies is named with its exit code or signal and its last lines, and restarted after a back-off; "
+            "one that dies more than --max-restarts times within a minute stops everything (exit 1)."
+        ),
     )
     _add_server_args(u, port_flags=("--api-port", "--port"))
     _add_worker_args(u)
     u.add_argument("--ui-port", type=int, default=8050, help="dashboard port (0 = no dashboard)")
     u.add_argument("--workers", type=int, default=1, help="local workers (default 1; 0 = none)")
+    u.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        help="restarts of one process allowed within 60 s before everything stops (default 3; 0 = never restart)",
+    )
+    u.add_argument("--log-dir", help="each process's output, one file per process (default <data-dir>/logs)")
 
 
 def _add_server_args(p: argparse.ArgumentParser, port_flags: tuple[str, ...] = ("--port",)) -> None:
@@ -72,6 +88,24 @@ def _add_server_args(p: argparse.ArgumentParser, port_flags: tuple[str, ...] = (
     p.add_argument("--data-dir", help="folder of the default SQLite file (default ./data or $CGGM_DATA_DIR)")
     p.add_argument(
         "--token", default=os.environ.get("CGGM_TOKEN"), help="bearer token required on writes ($CGGM_TOKEN)"
+    )
+    p.add_argument(
+        "--token-reads",
+        action="store_true",
+        default=env_flag("CGGM_TOKEN_READS"),
+        help="require the token on reads too, not only on writes ($CGGM_TOKEN_READS=1)",
+    )
+    p.add_argument(
+        INSECURE_FLAG,
+        action="store_true",
+        default=env_flag(INSECURE_ENV),
+        help=f"allow a non-loopback --host without a token, on purpose (${INSECURE_ENV}=1)",
+    )
+    p.add_argument(
+        "--access-log",
+        choices=ACCESS_LOG_CHOICES,
+        default="errors",
+        help="the backend's request log: errors (4xx/5xx only, the default), all, or off",
     )
     p.add_argument("--heartbeat-timeout-s", type=float, help="a run silent this long becomes lost (default 30)")
 
@@ -94,6 +128,24 @@ def run_stack_command(args: argparse.Namespace) -> int:
     raise SettingError(f"unknown command {args.command!r}; allowed: train, {', '.join(STACK_COMMANDS)}")
 
 
+def _check_exposure(command: str, args: argparse.Namespace, token: str | None, token_reads: bool) -> None:
+    problem = exposure_error(command, args.host, token, args.insecure_no_token)
+    if problem:
+        raise SettingError(problem)
+    if token_reads and not token:
+        raise SettingError("--token-reads needs a token: set CGGM_TOKEN (or --token)")
+
+
+class _ErrorsOnly(logging.Filter):
+    """uvicorn's access log without the lines of successful requests: workers claim once a second
+    and send a heartbeat every 2 s, the dashboard polls every second; only failures are news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        status = args[4] if isinstance(args, tuple) and len(args) == 5 else None  # (client, method, path, http, status)
+        return not isinstance(status, int) or status >= 400
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -109,19 +161,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["data_dir"] = Path(args.data_dir)
     if args.token:
         overrides["token"] = args.token
+    if args.token_reads:
+        overrides["token_reads"] = True
     if args.heartbeat_timeout_s is not None:
         overrides["heartbeat_timeout_s"] = args.heartbeat_timeout_s
     try:
         settings = Settings(**overrides)
     except ValueError as e:  # pydantic's ValidationError names the field and the bound
         raise SettingError(f"serve: {e}".replace("\n", "; ")) from None
+    _check_exposure("serve", args, settings.token, settings.token_reads)
     app = create_app(settings)
     print(
         f"cggm: backend on http://{args.host}:{args.port} (API docs at /docs), database {settings.database_url()}",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    warning = exposure_warning("serve", args.host, settings.token, settings.token_reads)
+    if warning:
+        print(f"cggm: {warning}", file=sys.stderr)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log != "off"
+    )
+    if args.access_log == "errors":  # after Config, which sets up uvicorn's loggers
+        logging.getLogger("uvicorn.access").addFilter(_ErrorsOnly())
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's code for "could not start" (e.g. the port is taken)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -150,8 +214,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    if args.workers < 0 or not 0 <= args.ui_port <= 65535 or args.max_restarts < 0:
+        raise SettingError("--workers and --max-restarts must be >= 0 and --ui-port in 0..65535")
+    _check_exposure("up", args, args.token, args.token_reads)
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # where we reach what we bind
+    url = f"http://{local}:{args.port}"
     serve_cmd = [sys.executable, "-m", "cggm_core", "serve", "--host", args.host, "--port", str(args.port)]
+    serve_cmd += ["--access-log", args.access_log]
     for flag, value in (
         ("--db", args.db),
         ("--data-dir", args.data_dir),
@@ -159,71 +228,81 @@ def cmd_up(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             serve_cmd += [flag, str(value)]
-    if args.workers < 0 or not 0 <= args.ui_port <= 65535:
-        raise SettingError("--workers must be >= 0 and --ui-port in 0..65535")
-    env = dict(os.environ)
+    flags = [INSECURE_FLAG] if args.insecure_no_token else []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # children's lines reach the console as they are printed
     if args.token:
         env["CGGM_TOKEN"] = args.token
-    # Own process groups: a Ctrl-C in the terminal reaches only `up`, which then stops the workers
-    # first (so they can report their runs as stopped), then the dashboard, the backend last.
+    data_dir = Path(args.data_dir or os.environ.get("CGGM_DATA_DIR") or "data")
+    supervisor = Supervisor(
+        Path(args.log_dir) if args.log_dir else data_dir / "logs",
+        env,
+        RestartPolicy(max_restarts=args.max_restarts),
+        say=lambda message: print(f"cggm: {message}", file=sys.stderr, flush=True),
+        console=sys.stderr.buffer,
+    )
+    backend = supervisor.add(
+        ChildSpec(
+            "backend",
+            [*serve_cmd, *flags, *(["--token-reads"] if args.token_reads else [])],
+            ready_url=f"{url}/api/health",
+        )
+    )
+    # Workers under `up` print no progress bar: several bars garble one terminal and fill the logs
+    # with carriage returns; the dashboard shows each run's progress.
+    worker_cmd = [sys.executable, "-m", "cggm_core", "worker", "--server", url, "--device", args.device]
+    workers = [
+        supervisor.add(
+            ChildSpec(
+                f"worker local-{i}",
+                [*worker_cmd, "--name", f"local-{i}", "--no-progress"],
+            )
+        )
+        for i in range(args.workers)
+    ]
+    ui = f"http://{local}:{args.ui_port}" if args.ui_port else ""
+    ui_cmd = [sys.executable, "-m", "dashboard.cli", "--host", args.host, "--port", str(args.ui_port), "--api", url]
+    ui_spec = ChildSpec("dashboard", [*ui_cmd, "--access-log", args.access_log, *flags], f"{ui}/")
+    dashboard = supervisor.add(ui_spec) if args.ui_port else None
     # Python leaves SIGINT ignored when started in the background by a shell; Ctrl-C must stop us.
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    backend = subprocess.Popen(serve_cmd, env=env, start_new_session=True)
-    workers: list[subprocess.Popen[bytes]] = []
-    dashboard: subprocess.Popen[bytes] | None = None
+    code = 0
     try:
-        _wait_healthy(url, backend, timeout_s=120.0)
-        for i in range(args.workers):
-            cmd = [sys.executable, "-m", "cggm_core", "worker", "--server", url, "--device", args.device]
-            workers.append(subprocess.Popen([*cmd, "--name", f"local-{i}"], env=env, start_new_session=True))
-        ui = ""
-        if args.ui_port:
-            ui_cmd = [sys.executable, "-m", "dashboard.cli", "--host", args.host, "--port", str(args.ui_port)]
-            dashboard = subprocess.Popen([*ui_cmd, "--api", url], env=env, start_new_session=True)
-            ui = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.ui_port}"
+        try:
+            supervisor.start_and_wait_ready(backend)
+        except StackFailed as e:
+            raise SettingError(str(e)) from None
+        for worker in workers:
+            supervisor.start(worker)
+        if dashboard is not None:
+            supervisor.start(dashboard)
         print(
             f"cggm: dashboard {ui or '(off)'}  |  API {url} (docs {url}/docs)  |  {args.workers} worker(s); "
             "Ctrl-C stops everything",
             file=sys.stderr,
             flush=True,
         )
-        procs = [backend, *workers] + ([dashboard] if dashboard else [])
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        return 1  # one of them exited on its own
+        supervisor.watch()
     except KeyboardInterrupt:
-        return 0
+        code = 0
+    except StackFailed as e:
+        print(f"cggm: {e}", file=sys.stderr, flush=True)
+        code = 1
     finally:
-        stops = [(w, 60.0) for w in workers] + [(dashboard, 5.0), (backend, 15.0)]
-        for proc, _ in stops:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, grace_s in stops:
-            if proc is not None and proc.poll() is None:
-                try:
-                    proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        # Workers first (a stopped worker reports its run as stopped before it exits), then the
+        # dashboard, the backend last. Without a backend a worker cannot report anything: do not
+        # wait a minute for it.
+        worker_grace_s = 60.0 if backend.alive() else 10.0
+        groups = [(workers, worker_grace_s), ([dashboard] if dashboard else [], 5.0), ([backend], 15.0)]
+        try:
+            supervisor.stop_all(groups)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop_all killed what was left
+            code = 130
+    return code
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SettingError(f"the backend exited with code {proc.returncode} before answering at {url}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SettingError(f"the backend did not answer at {url} within {timeout_s:g} s")
 
 
 # -- cggm train --server: a local run logged to the backend as an external run -----------------------

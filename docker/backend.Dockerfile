@@ -34,7 +34,8 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4)"]
-# 0.0.0.0 inside the container only: docker-compose.yml publishes the port on 127.0.0.1. Publishing
-# it beyond this machine needs a token (CGGM_TOKEN); the API has no auth without one.
+# 0.0.0.0 inside the container. Without CGGM_TOKEN `cggm serve` refuses to listen there unless
+# CGGM_INSECURE_NO_TOKEN=1, which docker-compose.yml sets because it publishes the port on
+# 127.0.0.1 only. Publishing it beyond this machine needs CGGM_TOKEN (README, "Security").
 ENTRYPOINT ["cggm", "serve"]
 CMD ["--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]

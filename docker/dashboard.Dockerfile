@@ -33,6 +33,8 @@ WORKDIR /home/cggm
 EXPOSE 8050
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8050/', timeout=4)"]
-# 0.0.0.0 inside the container only: docker-compose.yml publishes the port on 127.0.0.1.
+# 0.0.0.0 inside the container. Without CGGM_TOKEN `cggm dashboard` refuses to listen there unless
+# CGGM_INSECURE_NO_TOKEN=1, which docker-compose.yml sets because it publishes the port on
+# 127.0.0.1 only. The dashboard has no login of its own (README, "Security").
 ENTRYPOINT ["cggm", "dashboard"]
 CMD ["--host", "0.0.0.0", "--port", "8050"]

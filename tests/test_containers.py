@@ -35,6 +35,8 @@ import jsonschema
 import pytest
 import yaml
 
+from cggm_core.exposure import exposure_error
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 README = ROOT / "README.md"
@@ -148,6 +150,26 @@ def test_entrypoint_is_a_documented_cggm_command(image: str, dockerfiles: dict[s
     assert args.command == sub
     if sub in ("serve", "dashboard"):
         assert args.host == "0.0.0.0", f"{image}: must listen on all interfaces inside its container"
+        # Without a token the image refuses to listen on 0.0.0.0 (a bare `docker run -p ...`)...
+        assert exposure_error(sub, args.host, args.token, args.insecure_no_token), f"{image}: open by default"
+
+
+@pytest.mark.parametrize("image", ["backend", "dashboard"])
+def test_compose_lets_the_servers_listen_in_their_containers(
+    image: str, dockerfiles: dict[str, list[Stage]], compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """...and docker-compose.yml, which publishes the ports on 127.0.0.1 only, says so on purpose."""
+    from cggm_core.cli import build_parser
+
+    _, sub, service = IMAGES[image]
+    for key in [k for k in os.environ if k.startswith("CGGM_")]:
+        monkeypatch.delenv(key)
+    for key, value in _env(compose["services"][service]).items():
+        if value is not None:
+            monkeypatch.setenv(key, value)
+    args = build_parser().parse_args(image_argv(dockerfiles[image][-1])[1:])
+    assert args.insecure_no_token and exposure_error(sub, args.host, args.token, args.insecure_no_token) is None
+    assert all(p.startswith("127.0.0.1:") for p in compose["services"][service]["ports"])
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -224,9 +246,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(argv: list[str], url: str, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], url: str, tmp_path: Path, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (tmp_path / f"{name}.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CGGM_")}
     proc = subprocess.Popen([sys.executable, "-m", "cggm_core", *argv], cwd=tmp_path, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -248,8 +269,22 @@ def _run_healthcheck(stage: Stage, port_in_image: int, port: int, env: dict[str,
     return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30).returncode
 
 
+def _container_command(stage: Stage, moved: dict[str, str]) -> list[str]:
+    """The image's own `cggm ...` arguments, with the values of the flags in `moved` replaced."""
+    argv = image_argv(stage)[1:]
+    for flag, value in moved.items():
+        argv[argv.index(flag) + 1] = value
+    return argv
+
+
+def _service_env(compose: dict[str, Any], service: str, **override: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CGGM_")}
+    env.update({k: v for k, v in _env(compose["services"][service]).items() if v is not None})
+    return {**env, **override}
+
+
 def test_healthchecks_pass_on_a_live_stack_and_fail_on_a_dead_one(
-    dockerfiles: dict[str, list[Stage]], tmp_path: Path
+    dockerfiles: dict[str, list[Stage]], compose: dict[str, Any], tmp_path: Path
 ) -> None:
     api_port, ui_port = _free_port(), _free_port()
     api = f"http://127.0.0.1:{api_port}"
@@ -260,12 +295,17 @@ def test_healthchecks_pass_on_a_live_stack_and_fail_on_a_dead_one(
         port = ui_port if image == "dashboard" else api_port
         env = worker_env if image.startswith("worker") else base_env
         assert _run_healthcheck(dockerfiles[image][-1], port_in_image, port, env) != 0, image
-    serve = ["serve", "--host", "127.0.0.1", "--port", str(api_port), "--data-dir", str(tmp_path / "data")]
-    backend = _start(serve, f"{api}/api/health", tmp_path, "backend")
+    # The images' own commands (0.0.0.0 inside a container; here on free ports) with the environment
+    # docker-compose.yml gives them: they start without a token, as `docker compose up` starts them.
+    serve = _container_command(
+        dockerfiles["backend"][-1], {"--port": str(api_port), "--data-dir": str(tmp_path / "data")}
+    )
+    backend = _start(serve, f"{api}/api/health", tmp_path, "backend", _service_env(compose, "backend"))
     dashboard = None
     try:
-        ui = ["dashboard", "--host", "127.0.0.1", "--port", str(ui_port), "--api", api]
-        dashboard = _start(ui, f"http://127.0.0.1:{ui_port}/", tmp_path, "dashboard")
+        ui = _container_command(dockerfiles["dashboard"][-1], {"--port": str(ui_port)})
+        ui_env = _service_env(compose, "dashboard", CGGM_API=api)
+        dashboard = _start(ui, f"http://127.0.0.1:{ui_port}/", tmp_path, "dashboard", ui_env)
         assert _run_healthcheck(dockerfiles["backend"][-1], 8000, api_port, base_env) == 0
         assert _run_healthcheck(dockerfiles["dashboard"][-1], 8050, ui_port, base_env) == 0
         for image in ("worker-cpu", "worker-cuda"):
@@ -502,6 +542,12 @@ def test_compose_env_vars_are_the_ones_the_code_reads(compose: dict[str, Any], m
     for name in ("backend", "dashboard", "worker", "worker-gpu"):
         assert _env(services[name])["CGGM_TOKEN"] is None, name
     assert _env(services["backend"])["CGGM_DB_URL"] is None
+    assert _env(services["backend"])["CGGM_TOKEN_READS"] is None
+    monkeypatch.setenv("CGGM_TOKEN_READS", "1")
+    assert build_parser().parse_args(["serve"]).token_reads and Settings().token_reads
+    # Only the two servers, whose ports are published on 127.0.0.1, may listen without a token.
+    allowed = {name for name, svc in services.items() if _env(svc).get("CGGM_INSECURE_NO_TOKEN") == "1"}
+    assert allowed == {"backend", "dashboard"}
     url = "postgresql+psycopg://cggm:cggm@postgres:5432/cggm"
     monkeypatch.setenv("CGGM_DB_URL", url)
     assert Settings().database_url() == url
