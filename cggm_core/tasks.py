@@ -3,6 +3,9 @@
 A method never knows which task it trains; it asks the task for `loss(pred, y)` and
 `metric(pred, y)`. Classification uses cross-entropy and accuracy; regression uses L1 and sign
 accuracy, so that CGGM's ε works unchanged on MOSI-style targets.
+
+The metric is a float64 mean, so a batch accuracy is exactly count/n as the official code's sklearn
+accuracy is (CGGM differences it; see methods/cggm.py).
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ class Task:
         return (pred.reshape(y.shape) - y).abs().reshape(len(y), -1).mean(dim=1)
 
     def metric(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """ε on one batch, as a 0-d tensor (no device sync; callers `.item()` on log steps only)."""
+        """ε on one batch, as a float64 0-d tensor (no device sync; callers `.item()` on log steps only)."""
         with torch.no_grad():
             if self.kind == "classification":
-                return (pred.argmax(dim=1) == y).float().mean()
+                return (pred.argmax(dim=1) == y).double().mean()
             # Sign accuracy, as in MOSI's binary accuracy: a prediction is right when its sign matches.
-            return ((pred.reshape(y.shape) >= 0) == (y >= 0)).float().mean()
+            return ((pred.reshape(y.shape) >= 0) == (y >= 0)).double().mean()
 
 
 def classification(num_classes: int) -> Task:
