@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ class Trainer:
         t = self.job.trainer
         torch.manual_seed(t["seed"])
         self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t["data_seed"])
+        self.data.task = replace(self.data.task, sign_zero=t["sign_zero"])
         METHODS[self.job.method].check(self.job.method_settings, self.data.modalities)
         self.train_split = self.data.train.to(self.device)
         self.val_split = self.data.val.to(self.device)
