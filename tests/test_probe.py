@@ -54,6 +54,31 @@ def test_contributions_on_a_model_whose_contributions_are_known() -> None:
     assert probe.contributions(net, aux, task, split, max_modalities=1) == {}
 
 
+def test_contributions_restricted_to_the_active_modalities() -> None:
+    """A unimodal run's game: v(S) = fused accuracy with S ∩ active kept; the rest are null players."""
+    head = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[0, 0], head.weight[0, 2] = 1.0, 1.0  # logit 0 = a₀ + b₀, logit 1 = −(a₀ + b₀)
+        head.weight[1, 0], head.weight[1, 2] = -1.0, -1.0
+    net = MultimodalNet({"a": Identity(), "b": Identity()}, head, ConcatFusion(), feat_dims={"a": 2, "b": 2})
+    aux = AuxHeads({"a": 2, "b": 2}, 4, 2)
+    y = torch.tensor([0, 1, 0, 1])
+    xa = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0], [-3.0, 0.0]])
+    xb = torch.tensor([[0.0, 0.0], [0.0, 0.0], [-5.0, 0.0], [5.0, 0.0]])
+    split = Split({"a": xa, "b": xb}, y)
+    task = classification(2)
+    # v(∅) = 0.5 (all logits 0, class 0 everywhere); v(a) = 1; v(b): a₀+b₀ = (0, 0, −5, 5) → 0.25;
+    # v(ab): (1, −1, −3, 2) → predictions (0, 1, 1, 0) → 0.5.
+    # Both active: φ_a = ½((1 − .5) + (.5 − .25)) = 0.375, φ_b = ½((.25 − .5) + (.5 − 1)) = −0.375.
+    full = probe.contributions(net, aux, task, split, max_modalities=6)
+    assert full == pytest.approx({"a": 0.375, "b": -0.375})
+    # Only a active: b is always masked, so φ_b = 0 exactly and φ_a = v(a) − v(∅) = 0.5.
+    assert probe.contributions(net, aux, task, split, max_modalities=6, active=["a"]) == {"a": 0.5, "b": 0.0}
+    # The bound counts the active modalities (2^|active| evaluations).
+    assert probe.contributions(net, aux, task, split, max_modalities=1, active=["a"]) == {"a": 0.5, "b": 0.0}
+
+
 def test_imbalance_keys() -> None:
     out = probe.imbalance({"a": 0.9, "b": 0.4}, {"a": 2.0, "b": 0.5})
     assert out == pytest.approx({"imbalance/acc_gap": 0.5, "imbalance/grad_ratio": 4.0})

@@ -67,7 +67,7 @@ class Method:
 
     @property
     def active_modalities(self) -> list[str]:
-        """Modalities the fused prediction sees; the rest are zero-masked."""
+        """Modalities the fused prediction sees, in training and in evaluation; the rest are zero-masked."""
         return self.modalities
 
     def before_backward(self, state: StepState) -> torch.Tensor | None:
