@@ -97,3 +97,45 @@ def test_linear_probe_separates_informative_from_useless_features() -> None:
     acc = probe.linear_probe(net, classification(2), train, test, steps=200)
     assert acc["good"] > 0.95
     assert acc["bad"] < 0.7
+
+
+def shifted_probe_data() -> tuple[MultimodalNet, Split, Split, Split]:
+    """1-d feature: train at ±1 (+ noise) by class; a test split shifted by +3; one not shifted."""
+    torch.manual_seed(1)
+    net = MultimodalNet({"a": Identity()}, nn.Linear(1, 2), feat_dims={"a": 1})
+
+    def split(n: int, shift: float) -> Split:
+        y = torch.arange(n) % 2
+        x = (2.0 * y.float() - 1.0 + 0.2 * torch.randn(n) + shift).reshape(n, 1)
+        return Split({"a": x}, y)
+
+    return net, split(200, 0.0), split(100, 3.0), split(100, 0.0)
+
+
+# 5 steps leave the probe far from converged, so where its boundary lands depends on the
+# standardisation itself: one affine map from the test split applied to *both* splits (which a
+# converged linear probe would undo) moves the boundary as much as standardising the test split
+# with its own statistics does.
+@pytest.mark.parametrize("steps", [5, 200])
+def test_linear_probe_standardises_with_the_training_statistics_only(steps: int) -> None:
+    """Test features are standardised with the *train* split's mean and std (no leakage).
+
+    Trained on ±1, the boundary sits near 0. Shifted by +3 the test classes sit at 2 and 4: all
+    predicted class 1, accuracy exactly 0.5. Standardised with its own statistics the shifted
+    split would look like the training one again and score ~1.0.
+    """
+    net, train, shifted, _ = shifted_probe_data()
+    acc = probe.linear_probe(net, classification(2), train, shifted, steps=steps)
+    assert acc["a"] == 0.5
+
+
+def test_linear_probe_scores_each_test_sample_independently_of_the_others() -> None:
+    """The probe learns from train only, so a test split's score is the sum of its parts'."""
+    net, train, shifted, plain = shifted_probe_data()
+    both = Split({"a": torch.cat([shifted.xs["a"], plain.xs["a"]])}, torch.cat([shifted.y, plain.y]))
+    task = classification(2)
+    acc_shifted = probe.linear_probe(net, task, train, shifted, steps=5)["a"]
+    acc_plain = probe.linear_probe(net, task, train, plain, steps=5)["a"]
+    acc_both = probe.linear_probe(net, task, train, both, steps=5)["a"]
+    assert (acc_shifted, acc_plain) == (0.5, 1.0)
+    assert acc_both * 200 == pytest.approx(acc_shifted * 100 + acc_plain * 100, abs=1e-9)  # counts of samples
