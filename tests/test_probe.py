@@ -100,7 +100,9 @@ def test_linear_probe_separates_informative_from_useless_features() -> None:
 
 
 def shifted_probe_data() -> tuple[MultimodalNet, Split, Split, Split]:
-    """1-d feature: train at ±1 (+ noise) by class; a test split shifted by +3; one not shifted."""
+    """1-d feature. Train: ±1 (+ noise) by class. Shifted: the same classes moved by +3.
+    Dense: 1,001 points evenly across [−1, 1] labelled by sign, so every move of the probe's
+    boundary changes how many of them it gets right."""
     torch.manual_seed(1)
     net = MultimodalNet({"a": Identity()}, nn.Linear(1, 2), feat_dims={"a": 1})
 
@@ -109,13 +111,13 @@ def shifted_probe_data() -> tuple[MultimodalNet, Split, Split, Split]:
         x = (2.0 * y.float() - 1.0 + 0.2 * torch.randn(n) + shift).reshape(n, 1)
         return Split({"a": x}, y)
 
-    return net, split(200, 0.0), split(100, 3.0), split(100, 0.0)
+    x = torch.linspace(-1.0, 1.0, 1001).reshape(-1, 1)
+    return net, split(200, 0.0), split(100, 3.0), Split({"a": x}, (x[:, 0] > 0).long())
 
 
-# 5 steps leave the probe far from converged, so where its boundary lands depends on the
-# standardisation itself: one affine map from the test split applied to *both* splits (which a
-# converged linear probe would undo) moves the boundary as much as standardising the test split
-# with its own statistics does.
+# With 5 steps the probe is far from converged, so where its boundary lands depends on the
+# standardisation itself, even on one affine map applied to both splits (which a converged
+# linear probe would nearly undo).
 @pytest.mark.parametrize("steps", [5, 200])
 def test_linear_probe_standardises_with_the_training_statistics_only(steps: int) -> None:
     """Test features are standardised with the *train* split's mean and std (no leakage).
@@ -129,13 +131,16 @@ def test_linear_probe_standardises_with_the_training_statistics_only(steps: int)
     assert acc["a"] == 0.5
 
 
-def test_linear_probe_scores_each_test_sample_independently_of_the_others() -> None:
-    """The probe learns from train only, so a test split's score is the sum of its parts'."""
-    net, train, shifted, plain = shifted_probe_data()
-    both = Split({"a": torch.cat([shifted.xs["a"], plain.xs["a"]])}, torch.cat([shifted.y, plain.y]))
+@pytest.mark.parametrize("steps", [5, 200])
+def test_linear_probe_scores_each_test_sample_independently_of_the_others(steps: int) -> None:
+    """The probe learns from train only: a test split's count of right answers is the sum of
+    its parts' counts. Any statistic of the test split in the standardisation (its own, or
+    pooled with train's) moves the boundary between the three calls, and the dense part shows it."""
+    net, train, shifted, dense = shifted_probe_data()
+    both = Split({"a": torch.cat([shifted.xs["a"], dense.xs["a"]])}, torch.cat([shifted.y, dense.y]))
     task = classification(2)
-    acc_shifted = probe.linear_probe(net, task, train, shifted, steps=5)["a"]
-    acc_plain = probe.linear_probe(net, task, train, plain, steps=5)["a"]
-    acc_both = probe.linear_probe(net, task, train, both, steps=5)["a"]
-    assert (acc_shifted, acc_plain) == (0.5, 1.0)
-    assert acc_both * 200 == pytest.approx(acc_shifted * 100 + acc_plain * 100, abs=1e-9)  # counts of samples
+    acc_shifted = probe.linear_probe(net, task, train, shifted, steps=steps)["a"]
+    acc_dense = probe.linear_probe(net, task, train, dense, steps=steps)["a"]
+    acc_both = probe.linear_probe(net, task, train, both, steps=steps)["a"]
+    assert acc_shifted == 0.5 and 0.9 < acc_dense < 1.0  # the boundary is near 0, not exactly at it
+    assert round(acc_both * 1101) == round(acc_shifted * 100) + round(acc_dense * 1001)

@@ -20,6 +20,7 @@ def test_sign_accuracy_counts_zero_as_negative_by_default() -> None:
     #   pred > 0: F F T F T F;  true > 0: F T F F T F  →  agree: T F F T T T  → 4/6.
     assert float(regression().metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
     assert float(regression(1, "negative").metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
+    assert float(Task("regression", 1, "sign_acc").metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
 
 
 def test_sign_accuracy_can_count_zero_as_positive() -> None:
