@@ -9,7 +9,7 @@ Three variants of one method:
   B_m = (S + 1e-8 − Δ_m)/(S + 1e-8). The guard enters the numerator too, so an all-zero Δ gives
   B = 1 for every modality (not 0, which would zero every encoder gradient that step), and a
   modality with Δ_m = 0 while S = 0 gets B_m = 1. Δ, S and B are computed in float64, as the
-  official code's Python floats are: a float32 ε of a batch whose size is not a power of two is
+  official code's Python floats are: a float32 ε of a batch whose size is not a power of two can be
   off by an ulp (26/50 − 1/2 ≠ 1/2 − 24/50 in float32), which turns an S of exactly 0 into ±3e-8,
   larger than the guard, and flips the sign of the blown-up B. Direction term
   L_gm = (1/M) Σ_m (|B_m| − B_m·cos(g_m, g_Ω)) with g_Ω = ∂L_task/∂W_Ω built with create_graph
