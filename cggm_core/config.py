@@ -15,6 +15,7 @@ from typing import Any
 from .data import DATASETS
 from .methods import METHODS
 from .settings import Setting, SettingError
+from .tasks import SIGN_ZERO
 
 TRAINER_SETTINGS: list[Setting] = [
     Setting("epochs", "int", 10, "training epochs", min=1, max=100_000),
@@ -38,6 +39,13 @@ TRAINER_SETTINGS: list[Setting] = [
     ),
     Setting("linear_probe", "bool", True, "train a linear probe on each frozen encoder at the end"),
     Setting("probe_steps", "int", 300, "full-batch steps of each linear probe", min=1, max=100_000),
+    Setting(
+        "sign_zero",
+        "str",
+        "negative",
+        "regression sign accuracy: the sign a zero counts as (official: negative)",
+        choices=SIGN_ZERO,
+    ),
 ]
 TRAINER_BY_NAME = {s.name: s for s in TRAINER_SETTINGS}
 

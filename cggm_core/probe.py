@@ -109,16 +109,30 @@ def evaluate(
 
 
 def contributions(
-    model: MultimodalNet, aux: AuxHeads, task: Task, split: Split, max_modalities: int
+    model: MultimodalNet,
+    aux: AuxHeads,
+    task: Task,
+    split: Split,
+    max_modalities: int,
+    active: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Shapley value of each modality for the fused metric; {} if there are too many modalities."""
-    if len(model.modalities) > max_modalities:
+    """Shapley value of each modality for the fused metric; {} if there are too many modalities.
+
+    The game is v(S) = fused metric with only S ∩ active kept (`active`: the modalities the
+    method trains the fused model on; all by default). A modality outside `active` never changes
+    v, so it is a null player with value exactly 0, and the others' values are those of the game
+    on `active` alone: that is what is computed (2^|active| evaluations; `max_modalities` bounds
+    |active|). For a `unimodal` run, φ_m = v({m}) − v(∅) and every other modality gets 0.
+    """
+    players = list(model.modalities if active is None else active)
+    if len(players) > max_modalities:
         return {}
 
     def value(subset: frozenset[str]) -> float:
         return evaluate(model, aux, task, split, keep=sorted(subset), with_aux=False)[task.metric_name]
 
-    return shapley_values(value, model.modalities)
+    values = shapley_values(value, players)
+    return {m: values.get(m, 0.0) for m in model.modalities}
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ class Trainer:
         t = self.job.trainer
         torch.manual_seed(t["seed"])
         self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t["data_seed"])
+        self.data.task = replace(self.data.task, sign_zero=t["sign_zero"])
         METHODS[self.job.method].check(self.job.method_settings, self.data.modalities)
         self.train_split = self.data.train.to(self.device)
         self.val_split = self.data.val.to(self.device)
@@ -175,15 +176,29 @@ class Trainer:
         return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
 
     # -- validate ------------------------------------------------------------------------------
+    def active_modalities(self) -> list[str]:
+        """What the fused model is evaluated with: the modalities the method trains it on.
+
+        A `unimodal` run's head never saw the other modalities (they were zero-masked in every
+        step), so val/test/Shapley mask them too. Each aux head and each linear probe still reads
+        its own encoder, so `val/<metric>/<m>` and `probe/<metric>/<m>` cover every modality.
+        """
+        method = self.stepper.method
+        assert method is not None
+        return list(method.active_modalities)
+
     def validate(self, epoch: int) -> dict[str, float]:
         t = self.job.trainer
         task = self.data.task
         aux = self.stepper.aux
         assert aux is not None
-        scores = probe.evaluate(self.model, aux, task, self.val_split)
+        active = self.active_modalities()
+        scores = probe.evaluate(self.model, aux, task, self.val_split, keep=active)
         values = {f"val/{k}": v for k, v in scores.items()}
         if t["shapley"]:
-            contrib = probe.contributions(self.model, aux, task, self.val_split, t["shapley_max_modalities"])
+            contrib = probe.contributions(
+                self.model, aux, task, self.val_split, t["shapley_max_modalities"], active=active
+            )
             values.update({f"val/contrib/{m}": v for m, v in contrib.items()})
         values["epoch"] = float(epoch)
         log_dict(self.sink, values, self.stepper.global_step)
@@ -213,7 +228,8 @@ class Trainer:
         task = self.data.task
         aux = self.stepper.aux
         assert aux is not None
-        test = {f"test/{k}": v for k, v in probe.evaluate(self.model, aux, task, self.test_split).items()}
+        scores = probe.evaluate(self.model, aux, task, self.test_split, keep=self.active_modalities())
+        test = {f"test/{k}": v for k, v in scores.items()}
         values = dict(test)
         probe_acc: dict[str, float] = {}
         if t["linear_probe"]:

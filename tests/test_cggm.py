@@ -41,21 +41,79 @@ def feed(method: CGGM, eps: list[float]) -> list[float]:
 
 @pytest.mark.parametrize("variant", ["paper", "reference"])
 def test_raw_balance_hand_sequence(variant: str) -> None:
+    """B_m = (S + 1e-8 − Δ_m)/(S + 1e-8), the official code's form, step by step."""
     c = make_cggm(variant)
-    # t=1: ε(0)=0, Δ=(0.5, 0.25), S=0.75 → B=(0.25/0.75, 0.5/0.75): the faster modality gets less.
-    assert feed(c, [0.5, 0.25]) == pytest.approx([1 / 3, 2 / 3], rel=1e-6)
-    # t=2: Δ=(0.25, 0), S=0.25 → B=(0, 1).
-    assert feed(c, [0.75, 0.25]) == pytest.approx([0.0, 1.0], abs=1e-6)
-    # t=3: Δ=(-0.25, 0.25), S=0 exactly → B=(0.25, -0.25)/1e-8: the blow-up, with a negative B.
+    # t=1: ε(0)=0, Δ=(0.5, 0.25), S=0.75 → B=(0.25/0.75, 0.5/0.75) (+1e-8 changes the 9th digit):
+    # the faster modality gets less.
+    assert feed(c, [0.5, 0.25]) == pytest.approx([1 / 3, 2 / 3], rel=1e-7)
+    # t=2: Δ=(0.25, 0), S=0.25 → B=(1e-8/(0.25+1e-8), 1) = (4e-8, 1).
+    assert feed(c, [0.75, 0.25]) == pytest.approx([4e-8, 1.0], rel=1e-7, abs=1e-15)
+    # t=3: Δ=(-0.25, 0.25), S=0 exactly → B=((1e-8 + 0.25)/1e-8, (1e-8 − 0.25)/1e-8)
+    # = (25_000_001, -24_999_999): the blow-up, with a negative B.
     b = feed(c, [0.5, 0.5])
-    assert b == pytest.approx([0.25 / GUARD, -0.25 / GUARD], rel=1e-5)
+    assert b == pytest.approx([25_000_001.0, -24_999_999.0], rel=1e-12)
     assert b[1] < 0
+    # t=4: ε unchanged → Δ=(0, 0), S=0 → B=(1e-8/1e-8, 1e-8/1e-8) = (1, 1): every encoder
+    # keeps its gradient (the unguarded numerator, (S − Δ)/(S + 1e-8), would give 0 and 0).
+    assert feed(c, [0.5, 0.5]) == [1.0, 1.0]
 
 
 def test_raw_balance_three_modalities_sums_to_m_minus_1() -> None:
-    b = raw_balance(torch.tensor([0.2, 0.4, 0.6]))
-    assert b.tolist() == pytest.approx([1.0 / 1.2, 0.8 / 1.2, 0.6 / 1.2], rel=1e-6)
-    assert float(b.sum()) == pytest.approx(2.0, rel=1e-6)
+    # S = 1.2: B = (1.2 − Δ_m)/1.2 to 1e-8 relative; Σ B = 3 − 1.2/1.2 = 2.
+    b = raw_balance(torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64))
+    assert b.tolist() == pytest.approx([1.0 / 1.2, 0.8 / 1.2, 0.6 / 1.2], rel=1e-7)
+    assert float(b.sum()) == pytest.approx(2.0, rel=1e-7)
+
+
+def test_raw_balance_all_zero_delta_gives_one_for_every_modality() -> None:
+    # S = 0: B_m = (0 + 1e-8 − 0)/(0 + 1e-8) = 1 exactly, for M = 2, 3 and 5.
+    for m in (2, 3, 5):
+        assert raw_balance(torch.zeros(m, dtype=torch.float64)).tolist() == [1.0] * m
+        assert raw_balance(torch.zeros(m)).tolist() == [1.0] * m  # float32 too
+
+
+def test_raw_balance_three_modalities_with_a_zero_delta_and_s_zero() -> None:
+    # Δ = (+1/64, −1/64, 0): S = 0, S + 1e-8 = 1e-8.
+    #   B_1 = (1e-8 − 1/64)/1e-8 = 1 − 1_562_500 = −1_562_499
+    #   B_2 = (1e-8 + 1/64)/1e-8 = 1 + 1_562_500 =  1_562_501
+    #   B_3 = (1e-8 − 0)/1e-8    = 1                (0 with the unguarded numerator)
+    # Σ B = M − S/(S + 1e-8) = 3.
+    b = raw_balance(torch.tensor([1 / 64, -1 / 64, 0.0], dtype=torch.float64))
+    assert b.tolist() == pytest.approx([-1_562_499.0, 1_562_501.0, 1.0], rel=1e-12)
+    assert b[2].item() == 1.0
+    assert float(b.sum()) == pytest.approx(3.0, abs=1e-6)
+
+
+def test_cggm_feeds_the_same_sequence_through_update_balance_for_three_modalities() -> None:
+    c = make_cggm("paper", modalities=3)
+    # t=1: ε = (1/2, 1/4, 1/4), Δ = ε, S = 1 → B = (1/2, 3/4, 3/4).
+    assert feed(c, [0.5, 0.25, 0.25]) == pytest.approx([0.5, 0.75, 0.75], rel=1e-7)
+    # t=2: ε = (33/64, 15/64, 1/4): Δ = (+1/64, −1/64, 0), S = 0 → (−1_562_499, 1_562_501, 1).
+    assert feed(c, [33 / 64, 15 / 64, 0.25]) == pytest.approx([-1_562_499.0, 1_562_501.0, 1.0], rel=1e-12)
+
+
+def test_balance_uses_float64_eps_so_s_is_exactly_zero_for_any_batch_size() -> None:
+    """Batch of 50: ε goes 25/50 → 26/50 and 25/50 → 24/50, so Δ = (+0.02, −0.02) and S = 0.
+
+    In float64 (the official code's Python floats) S is exactly 0: B = (1 − 2e6, 1 + 2e6) =
+    (−1_999_999, 2_000_001). A float32 ε makes S = −2.98e-8, larger than the guard, which turns
+    the blow-up's sign around (B ≈ (+1.0e6, −1.0e6)).
+    """
+    task = classification(2)
+    y = torch.zeros(50, dtype=torch.long)
+
+    def logits_with(correct: int) -> torch.Tensor:
+        z = torch.zeros(50, 2)
+        z[correct:, 1] = 1.0  # the first `correct` rows predict class 0 (argmax of a tie is 0)
+        return z
+
+    eps = [float(task.metric(logits_with(k), y)) for k in (25, 26, 24)]
+    assert eps == [25 / 50, 26 / 50, 24 / 50]  # exactly the float64 fractions
+    c = make_cggm("paper")
+    e1 = task.metric(logits_with(25), y)
+    c.update_balance(torch.stack([e1, e1]))
+    b = c.update_balance(torch.stack([task.metric(logits_with(26), y), task.metric(logits_with(24), y)]))
+    assert b.tolist() == pytest.approx([-1_999_999.0, 2_000_001.0], rel=1e-9)
 
 
 def test_stable_balance_hand_sequence() -> None:
@@ -96,9 +154,9 @@ def test_paper_gm_term_matches_independent_computation() -> None:
     task_loss, aux_losses, eps = state.task_loss, state.aux_losses, state.eps
     extra = method.before_backward(state)
     assert extra is not None
-    # Independent: B from ε(1) − 0; cosines of the last-layer gradients.
-    e = torch.stack([eps["a"], eps["b"]])
-    b = (e.sum() - e) / (e.sum() + GUARD)
+    # Independent: B from ε(1) − 0 with the official guard; cosines of the last-layer gradients.
+    e = torch.stack([eps["a"], eps["b"]]).float()
+    b = (e.sum() + GUARD - e) / (e.sum() + GUARD)
     g_head = torch.autograd.grad(task_loss, net.head_last_layer().weight, retain_graph=True)[0]
     cos = []
     for m in ["a", "b"]:

@@ -67,7 +67,7 @@ class Method:
 
     @property
     def active_modalities(self) -> list[str]:
-        """Modalities the fused prediction sees; the rest are zero-masked."""
+        """Modalities the fused prediction sees, in training and in evaluation; the rest are zero-masked."""
         return self.modalities
 
     def before_backward(self, state: StepState) -> torch.Tensor | None:
@@ -88,4 +88,6 @@ class Method:
 def scale_grads_(params: list[torch.nn.Parameter], scale: torch.Tensor | float) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if grads:
+        if isinstance(scale, torch.Tensor):  # a float64 coefficient scales in the gradients' dtype
+            scale = scale.to(grads[0].dtype)
         torch._foreach_mul_(grads, scale)

@@ -4,10 +4,17 @@ Three variants of one method:
 
 * `paper` — the paper's algorithm. Balance B_m = (S − Δ_m)/S with S = Σ_k Δ_k, where
   Δ_m = ε_m(t) − ε_m(t−1) is the change of aux head m's batch metric (ε_m(0) = 0). The paper
-  gives no rule for S = 0, so the raw formula is evaluated with the official code's 1e-8 guard:
-  (S − Δ_m)/(S + 1e-8). Direction term L_gm = (1/M) Σ_m (|B_m| − B_m·cos(g_m, g_Ω)) with
-  g_Ω = ∂L_task/∂W_Ω built with create_graph (so L_gm trains the model) and g_m = ∂ℓ(z_m)/∂W_fm
-  a constant. Loss L_task + λ·L_gm; then every encoder gradient is scaled by ρ·B_m.
+  gives no rule for S = 0, so the raw formula is evaluated as the official code does
+  (zrguo/CGGM, src/msatrain.py: `diff_sum = sum(diff) + 1e-8`, then `(diff_sum - d) / diff_sum`):
+  B_m = (S + 1e-8 − Δ_m)/(S + 1e-8). The guard enters the numerator too, so an all-zero Δ gives
+  B = 1 for every modality (not 0, which would zero every encoder gradient that step), and a
+  modality with Δ_m = 0 while S = 0 gets B_m = 1. Δ, S and B are computed in float64, as the
+  official code's Python floats are: a float32 ε of a batch whose size is not a power of two can be
+  off by an ulp (26/50 − 1/2 ≠ 1/2 − 24/50 in float32), which turns an S of exactly 0 into ±3e-8,
+  larger than the guard, and flips the sign of the blown-up B. Direction term
+  L_gm = (1/M) Σ_m (|B_m| − B_m·cos(g_m, g_Ω)) with g_Ω = ∂L_task/∂W_Ω built with create_graph
+  (so L_gm trains the model) and g_m = ∂ℓ(z_m)/∂W_fm a constant. Loss L_task + λ·L_gm; then
+  every encoder gradient is scaled by ρ·B_m.
 * `reference` — the official code's behaviour: the cosine is taken between the last-layer
   *weights* W_fm and W_Ω, the L_gm built from step t's B is added to the loss of step t+1, and
   only the encoder bodies are scaled.
@@ -15,7 +22,7 @@ Three variants of one method:
   modalities improve equally) whenever |S| < s_min, and B clamped to [0, b_max].
 
 Hazard of the raw formula (kept on purpose in `paper` and `reference`, and shown by the probe):
-Δ are multiples of 1/batch_size, so S is often exactly 0; then B_m ≈ −Δ_m·1e8, some B are
+Δ are multiples of 1/batch_size, so S is often exactly 0; then B_m = 1 − Δ_m·1e8, some B are
 negative (gradient ascent on that encoder), and only the gradient clip keeps the step finite.
 """
 
@@ -40,9 +47,12 @@ GUARD = 1e-8  # the official code's only protection against S = 0
 
 
 def raw_balance(delta: torch.Tensor, guard: float = GUARD) -> torch.Tensor:
-    """B_m = (S − Δ_m)/(S + guard) for Δ of shape (M,); Σ_m B_m = (M−1)·S/(S+guard)."""
-    s = delta.sum()
-    return (s - delta) / (s + guard)
+    """B_m = (S + guard − Δ_m)/(S + guard) for Δ of shape (M,), as the official code computes it.
+
+    Σ_m B_m = M − S/(S + guard): M − 1 whenever |S| ≫ guard, and M when S = 0.
+    """
+    s_guarded = delta.sum() + guard
+    return (s_guarded - delta) / s_guarded
 
 
 def stable_balance(delta: torch.Tensor, s_min: float, b_max: float) -> torch.Tensor:
@@ -57,7 +67,7 @@ def stable_balance(delta: torch.Tensor, s_min: float, b_max: float) -> torch.Ten
 
 def gm_loss(balance: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """L_gm = (1/M) Σ_m (|B_m| − B_m·cos_m); B is a constant, cos carries the graph. Both (M,)."""
-    b = balance.detach()
+    b = balance.detach().to(cos.dtype)  # B is float64; the term trains in the model's dtype
     return (b.abs() - b * cos).mean()
 
 
@@ -91,14 +101,14 @@ class CGGM(Method):
         M = len(self.modalities)
         self.prev_eps: torch.Tensor | None = None  # ε(t−1) (smoothed for `stable`); None means ε(0) = 0
         self.ema_eps: torch.Tensor | None = None
-        self.balance: torch.Tensor = torch.full((M,), (M - 1) / M)  # B of the current step
+        self.balance: torch.Tensor = torch.full((M,), (M - 1) / M, dtype=torch.float64)  # B of the current step
         self.pending_balance: torch.Tensor | None = None  # reference: B(t−1), used for step t's L_gm
         self.last_gm: torch.Tensor | None = None  # the L_gm that entered this step's loss
 
     # -- magnitude -------------------------------------------------------------------------
     def update_balance(self, eps: torch.Tensor) -> torch.Tensor:
-        """Feed ε(t) of shape (M,); returns B(t) and remembers ε(t) for the next step."""
-        eps = eps.detach().float()
+        """Feed ε(t) of shape (M,); returns B(t) (float64) and remembers ε(t) for the next step."""
+        eps = eps.detach().double()  # the official code's Δ and S are Python floats (module docstring)
         if self.variant == "stable":
             beta = self.cfg["eps_ema"]
             self.ema_eps = eps if self.ema_eps is None else beta * self.ema_eps + (1 - beta) * eps

@@ -3,6 +3,9 @@
 This is the ceiling each encoder can reach without competition; comparing its linear-probe
 accuracy with the jointly trained encoder's measures modality imbalance. The other encoders get
 no gradient (their aux heads still train on their frozen features, so the probe stays complete).
+The trainer evaluates the fused model as it was trained (val/test with the other modalities
+zero-masked; in the Shapley game they are null players with value 0); the aux heads and the
+linear probe still read every encoder.
 """
 
 from __future__ import annotations
