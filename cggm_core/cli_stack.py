@@ -11,23 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from .settings import SettingError
-
-if TYPE_CHECKING:
-    from .config import JobConfig
-    from .http_sink import HttpSink
-    from .trainer import TrainResult
 
 DEFAULT_HOST = "127.0.0.1"  # never 0.0.0.0 by default: the API has no auth unless a token is set
 DEFAULT_PORT = 8000
@@ -224,60 +214,3 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> 
             pass
         time.sleep(0.2)
     raise SettingError(f"the backend did not answer at {url} within {timeout_s:g} s")
-
-
-# -- cggm train --server: a local run logged to the backend as an external run -----------------------
-def add_train_server_args(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--server", help="also log this run to a backend (as an external run), e.g. http://127.0.0.1:8000")
-    t.add_argument("--run-name", help="name of the run on the backend (with --server)")
-    t.add_argument("--token", default=os.environ.get("CGGM_TOKEN"), help="the backend's bearer token ($CGGM_TOKEN)")
-
-
-@dataclass
-class ExternalRun:
-    run_id: int
-    sink: HttpSink
-    stop: threading.Event = field(default_factory=threading.Event)
-    result: TrainResult | None = None
-
-
-@contextmanager
-def external_run(args: argparse.Namespace, job: JobConfig) -> Iterator[ExternalRun | None]:
-    """With --server: open an external run, stream to it, heartbeat (a Stop from the dashboard
-    stops training), and report the end (finished/stopped with the summary, or failed)."""
-    if not getattr(args, "server", None):
-        yield None
-        return
-    from .http_sink import HttpSink
-    from .trainer import json_safe
-    from .worker import BackendClient, HeartbeatThread
-
-    client = BackendClient(args.server, args.token)
-    body = {"config": json_safe(job.flat()), "external": True, "name": args.run_name}
-    try:
-        r = client.http.post("/api/runs", json=body)
-    except httpx.HTTPError as e:
-        raise SettingError(f"--server: cannot reach {args.server} ({e})") from None
-    if r.status_code != 201:
-        raise SettingError(f"--server: the backend refused the run: HTTP {r.status_code} {r.text[:300]}")
-    run_id = int(r.json()["id"])
-    print(f"cggm: logging to {args.server.rstrip('/')}/api/runs/{run_id}", file=sys.stderr)
-    remote = ExternalRun(run_id, HttpSink(args.server, run_id, token=args.token))
-    beat = HeartbeatThread(client, run_id, 2.0, remote.stop)
-    beat.start()
-    try:
-        yield remote
-    except BaseException as e:
-        remote.sink.close()
-        tail = traceback.format_exc()[-4000:]
-        client.finish(run_id, "failed", None, f"{type(e).__name__}: {e}\n\n{tail}", retry_s=30.0)
-        raise
-    else:
-        remote.sink.close()
-        result = remote.result
-        status = result.status if result is not None else "finished"
-        summary = json_safe({**result.summary, "logged_points": result.logged_points}) if result is not None else None
-        client.finish(run_id, status, summary, None, retry_s=30.0)
-    finally:
-        beat.done.set()
-        client.close()

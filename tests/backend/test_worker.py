@@ -47,7 +47,17 @@ def test_worker_trains_a_queued_job(
     server = make_server()
     with server.client() as api:
         run_id = queue(api)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once", "--name", "w-test"))
+        workers.append(
+            start_worker(
+                server.url,
+                tmp_path / "worker.log",
+                "--once",
+                "--name",
+                "w-test",
+                "--spool-dir",
+                str(tmp_path / "spool"),
+            )
+        )
         run = wait_until(
             lambda: (r := run_of(api, run_id))["status"] in ("finished", "failed") and r, 60, "the run to end"
         )
@@ -56,13 +66,11 @@ def test_worker_trains_a_queued_job(
         assert workers[0].wait(timeout=30) == 0  # --once: exits after its job
         summary = run["summary"]
         assert summary["epochs_done"] == 2 and summary["steps"] == 8  # 256 samples / batch 64 × 2 epochs
-        assert summary["delivery"] == {
-            "accepted": summary["logged_points"],
-            "duplicates": 0,
-            "rejected": 0,
-            "spooled": 0,
-            "undelivered": 0,
-        }
+        delivery = summary["delivery"]
+        assert delivery["delivered"] == summary["logged_points"] and delivery["run_id"] == run_id
+        for count in ("duplicates", "rejected", "dead_lettered", "left_in_spool", "corrupt_skipped", "lost", "spooled"):
+            assert delivery[count] == 0, (count, delivery)
+        assert not any((tmp_path / "spool").rglob("run-*")), "a delivered run leaves no spool files"
         keys = set(api.get(f"/api/runs/{run_id}/keys").json()["keys"])
         assert per_modality_keys(summary["modalities"]) <= keys
         assert stored_count(api, run_id) == summary["logged_points"]
@@ -137,7 +145,9 @@ def test_backend_restart_mid_run_loses_nothing(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=40)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once"))
+        workers.append(
+            start_worker(server.url, tmp_path / "worker.log", "--once", "--spool-dir", str(tmp_path / "spool"))
+        )
         wait_until(lambda: stored_count(api, run_id) > 100, 60, "the first metrics")
         assert run_of(api, run_id)["status"] == "running"
     server.kill()
@@ -150,7 +160,7 @@ def test_backend_restart_mid_run_loses_nothing(
         assert run["status"] == "finished", run["error"]
         delivery = run["summary"]["delivery"]
         assert delivery["spooled"] > 0, "the backend was down: some points must have gone through the spool"
-        assert delivery["undelivered"] == 0 and delivery["rejected"] == 0
+        assert delivery["left_in_spool"] == 0 and delivery["rejected"] == 0 and delivery["dead_lettered"] == 0
         assert stored_count(api, run_id) == run["summary"]["logged_points"]
 
 
