@@ -18,6 +18,7 @@ HTTP only (httpx); nothing here imports torch or the backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -196,6 +197,10 @@ class RemoteRun:
         client = BackendClient(server, token)
         try:
             run = client.create_run(config, name=name, tags=tags)
+            # One beat before anything else: from now on the backend declares the run lost if
+            # this process dies (an external run that never beat is never declared lost).
+            with contextlib.suppress(httpx.HTTPError):
+                client.heartbeat(int(run["id"]))
         except BaseException:
             client.close()
             raise
