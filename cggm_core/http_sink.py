@@ -128,9 +128,12 @@ class HttpSink:
         exclusive: bool = False,
     ) -> None:
         """`spool_path` names the spool file; by default it is `run-<id>.jsonl` in the server's
-        folder under `spool_dir` (default: the first writable of `spool.spool_roots()`). `close_timeout_s`: how long `close` keeps delivering while the backend is
-        down. `exclusive`: raise SpoolBusy when another process holds the spool (else use a
-        spool of our own beside it)."""
+        folder under `spool_dir` (default: the first writable of `spool.spool_roots()`).
+        `close_timeout_s`: how long `close` keeps delivering while the backend is down.
+        `refused_retry_s`, `refused_attempts`: how long and how often a batch the backend keeps
+        refusing is retried before the dead letter. `max_memory_points`: the buffer used when no
+        spool can be written. `exclusive`: raise SpoolBusy when another process holds the spool
+        (else use a spool of our own beside it)."""
         if batch_size < 1 or max_queue < batch_size:
             raise ValueError(f"need 1 <= batch_size <= max_queue; got batch_size={batch_size}, max_queue={max_queue}")
         if close_timeout_s < 0 or refused_retry_s < 0 or refused_attempts < 1 or max_memory_points < 0:

@@ -139,9 +139,9 @@ class HeartbeatThread(threading.Thread):
                     log.info("run %s: the server asked to stop", self.run_id)
                     self.stop.set()
                 failing = False
-            except httpx.HTTPError as e:
+            except Exception as e:  # unreachable, a 5xx, an odd answer: the next beat tries again
                 if not failing:  # one line per outage, not one per beat
-                    log.warning("run %s: heartbeat failed: %s", self.run_id, e)
+                    log.warning("run %s: heartbeat failed: %s: %s", self.run_id, type(e).__name__, e)
                 failing = True
             self.done.wait(self.interval_s)
 
