@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -103,7 +104,7 @@ def test_a_backend_that_is_down_never_dead_letters(backend: tuple[ServerProcess,
     run_id = new_running_run(api)
     with fault_proxy(server.url) as proxy:
         down_until = time.monotonic() + 3.0  # far longer than refused_retry_s below
-        answers = iter([DROP, 503, 502, 504] * 1000)
+        answers: Iterator[int | str] = iter([DROP, 503, 502, 504] * 1000)
         proxy.fault = lambda method, path, body: next(answers) if time.monotonic() < down_until else None
         sink = HttpSink(proxy.url, run_id, spool_dir=tmp_path / "spool", refused_retry_s=0.2, refused_attempts=1)
         for step in range(0, 600, 100):
@@ -184,7 +185,7 @@ def test_a_resend_cut_off_half_way_never_sends_acknowledged_batches_again(
     server, api = backend
     run_id = new_running_run(api)
     with fault_proxy(server.url) as proxy:
-        state = {"mode": "down", "answered": 0}
+        state: dict[str, Any] = {"mode": "down", "answered": 0}
         lock = threading.Lock()
 
         def fault(method: str, path: str, body: bytes) -> int | str | None:
@@ -236,3 +237,23 @@ def test_a_later_process_resends_only_what_was_not_acknowledged(
     report = second.close()
     assert report.delivered == 3_000 and report.duplicates == 0 and report.left_in_spool == 0
     assert stored_count(api, run_id) == 5_000 and not spool.exists()
+
+
+def test_a_nul_in_a_key_on_postgresql_does_not_block_later_points(
+    make_server: Callable[..., ServerProcess], pg_schema_url: str, tmp_path: Path
+) -> None:
+    """The issue's case: 0 of 5,001 points stored. PostgreSQL cannot store a NUL; whether the
+    backend answers 500 (dead letter after the retries) or 422 (that point rejected), every
+    other point arrives and each one is accounted for."""
+    server = make_server(db_url=pg_schema_url)
+    with server.client() as api:
+        run_id = new_running_run(api)
+        sink = HttpSink(server.url, run_id, spool_dir=tmp_path / "spool", refused_retry_s=1.0, refused_attempts=3)
+        sink.log([Point("bad\x00key", 0, 1.0, time.time())])
+        sink.log(points(0, 1000))  # 5,000 points
+        report = sink.close()
+        stored = stored_count(api, run_id)
+    assert stored == report.delivered and stored + report.rejected + report.dead_lettered == 5_001
+    assert stored >= 5_000 - 1_000 and report.left_in_spool == report.lost == 0
+    # At most the batch that carried the NUL is set aside; every later batch arrived.
+    assert report.dead_lettered <= 1_000
