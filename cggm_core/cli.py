@@ -204,7 +204,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         client.close()
     logging.basicConfig(level=logging.WARNING, format="cggm: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     results = sync_spools(args.server, args.token, args.spool_dir, retry_s=args.retry_s)
     if not results:
         print(f"cggm: nothing left to send to {args.server}")
@@ -214,10 +213,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if r.report is not None:
             print(r.report.line())
             complete &= r.report.left_in_spool == 0
+        elif r.busy:
+            print(f"run {r.run_id}: {r.path} is in use by a running process; skipped")
+            complete = False
         elif r.ended is not None:
             print(f"run {r.run_id}: reported as {r.ended}")
         else:
-            print(f"run {r.run_id}: {r.path} is in use by a running process or could not be reported; skipped")
+            print(f"run {r.run_id}: its end in {r.path} could not be reported; kept for the next sync")
             complete = False
     return 0 if complete else 1
 

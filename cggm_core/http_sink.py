@@ -126,6 +126,7 @@ class HttpSink:
         refused_attempts: int = 4,
         max_memory_points: int = 200_000,
         exclusive: bool = False,
+        log_report: bool = True,
     ) -> None:
         """`spool_path` names the spool file; by default it is `run-<id>.jsonl` in the server's
         folder under `spool_dir` (default: the first writable of `spool.spool_roots()`).
@@ -133,7 +134,8 @@ class HttpSink:
         `refused_retry_s`, `refused_attempts`: how long and how often a batch the backend keeps
         refusing is retried before the dead letter. `max_memory_points`: the buffer used when no
         spool can be written. `exclusive`: raise SpoolBusy when another process holds the spool
-        (else use a spool of our own beside it)."""
+        (else use a spool of our own beside it). `log_report`: log the report's line at close
+        (`cggm sync` prints it instead)."""
         if batch_size < 1 or max_queue < batch_size:
             raise ValueError(f"need 1 <= batch_size <= max_queue; got batch_size={batch_size}, max_queue={max_queue}")
         if close_timeout_s < 0 or refused_retry_s < 0 or refused_attempts < 1 or max_memory_points < 0:
@@ -149,6 +151,7 @@ class HttpSink:
         self.close_timeout_s = close_timeout_s
         self.refused_retry_s = refused_retry_s
         self.refused_attempts = refused_attempts
+        self.log_report = log_report
 
         # Counters (read them after flush/close; `close` returns them as a DeliveryReport).
         self.accepted = 0
@@ -339,7 +342,9 @@ class HttpSink:
                 dead_letter_path=str(self.dead_letter_path) if self.dead_lettered else None,
             )
         report = self._report
-        if report.complete and not (report.rejected or report.corrupt_skipped):
+        if not self.log_report:
+            pass
+        elif report.complete and not (report.rejected or report.corrupt_skipped):
             log.info("%s", report.line())
         else:
             log.warning("%s", report.line())

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from .http_sink import DeliveryReport, HttpSink
-from .spool import SpoolBusy, find_finish_records, find_spools, finish_record_path
+from .spool import SpoolBusy, find_finish_records, find_spools, finish_record_path, remove_orphan_locks
 from .tracking import json_safe
 
 log = logging.getLogger("cggm_core.remote")
@@ -289,8 +289,9 @@ class RemoteRun:
 class SyncResult:
     run_id: int
     path: str
-    report: DeliveryReport | None  # None: the spool is in use by a live process (skipped)
-    ended: str | None = None  # the run end reported from a finish record
+    report: DeliveryReport | None  # what became of a spool's points (None for a finish record)
+    ended: str | None = None  # the run end reported from a finish record (None: not reported)
+    busy: bool = False  # a live process holds the spool: skipped
 
 
 def sync_spools(
@@ -301,11 +302,14 @@ def sync_spools(
     results: list[SyncResult] = []
     for run_id, path in find_spools(server, spool_dir):
         try:
-            sink = HttpSink(server, run_id, token=token, spool_path=path, exclusive=True, close_timeout_s=retry_s)
+            sink = HttpSink(
+                server, run_id, token=token, spool_path=path, exclusive=True, close_timeout_s=retry_s, log_report=False
+            )
         except SpoolBusy:
-            results.append(SyncResult(run_id, str(path), None))
+            results.append(SyncResult(run_id, str(path), None, busy=True))
             continue
         results.append(SyncResult(run_id, str(path), sink.close()))
+    remove_orphan_locks(server, spool_dir)
     pending_runs = {run_id for run_id, _ in find_spools(server, spool_dir)}
     records = [(run_id, path) for run_id, path in find_finish_records(server, spool_dir) if run_id not in pending_runs]
     if records:

@@ -105,6 +105,19 @@ def _find(server: str, spool_dir: str | Path | None, pattern: re.Pattern[str]) -
     return sorted(found)
 
 
+def remove_orphan_locks(server: str, spool_dir: str | Path | None = None) -> None:
+    """Lock files a killed process left beside no spool, and the folders they leave empty."""
+    for root in spool_roots(spool_dir):
+        folder = root / server_slug(server)
+        with contextlib.suppress(OSError):
+            for path in folder.glob("run-*.jsonl.lock"):
+                if path.with_name(path.name.removesuffix(".lock")).exists():
+                    continue
+                with contextlib.suppress(SpoolBusy, OSError):
+                    SpoolLock(path.with_name(path.name.removesuffix(".lock"))).release(remove=True)
+            folder.rmdir()  # only when empty
+
+
 def dead_letter_path(spool_path: Path) -> Path:
     return spool_path.with_name(spool_path.name.removesuffix(".jsonl") + ".dead.jsonl")
 

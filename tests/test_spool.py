@@ -17,6 +17,7 @@ from cggm_core.spool import (
     find_finish_records,
     find_spools,
     finish_record_path,
+    remove_orphan_locks,
     run_spool_paths,
     server_slug,
     spool_roots,
@@ -101,3 +102,18 @@ def test_a_spool_is_owned_by_one_holder_at_a_time(tmp_path: Path) -> None:
     held.release(remove=True)
     SpoolLock(path).release(remove=True)
     assert not (tmp_path / "run-1.jsonl.lock").exists()
+
+
+def test_locks_left_by_killed_processes_are_cleaned_up(tmp_path: Path) -> None:
+    folder = tmp_path / "127.0.0.1_8000"
+    folder.mkdir()
+    (folder / "run-1.jsonl.lock").write_text("")  # orphan: its process died, nothing was spooled
+    (folder / "run-2.jsonl").write_text(line(0) + "\n")
+    (folder / "run-2.jsonl.lock").write_text("")  # beside a spool: kept
+    held = SpoolLock(folder / "run-3.jsonl")  # a live owner (nothing spooled yet): kept
+    remove_orphan_locks("http://127.0.0.1:8000", tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["run-2.jsonl", "run-2.jsonl.lock", "run-3.jsonl.lock"]
+    held.release(remove=True)
+    (folder / "run-2.jsonl").unlink()
+    remove_orphan_locks("http://127.0.0.1:8000", tmp_path)
+    assert not folder.exists()

@@ -30,6 +30,10 @@ def queue(client: httpx.Client, **overrides: Any) -> int:
     return int(r.json()["id"])
 
 
+def spool_args(tmp_path: Path) -> list[str]:
+    return ["--spool-dir", str(tmp_path / "spool")]  # never the user's own spool folder
+
+
 def per_modality_keys(modalities: list[str]) -> set[str]:
     keys = {"train/loss", "train/acc", "loss/gm", "imbalance/acc_gap", "imbalance/grad_ratio", "val/acc", "val/loss"}
     for m in modalities:
@@ -85,7 +89,9 @@ def test_stop_mid_run(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=2000)  # far longer than the test
-        workers.append(start_worker(server.url, tmp_path / "worker.log", heartbeat_s=HEARTBEAT_S))
+        workers.append(
+            start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path), heartbeat_s=HEARTBEAT_S)
+        )
         wait_until(lambda: stored_count(api, run_id) > 50, 60, "the first metrics")
         requested = time.monotonic()
         assert api.post(f"/api/runs/{run_id}/stop").json()["status"] == "stopping"
@@ -108,7 +114,9 @@ def test_killed_worker_makes_the_run_lost(
     server = make_server(env={"CGGM_HEARTBEAT_TIMEOUT_S": "2"})
     with server.client() as api:
         run_id = queue(api, epochs=2000)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", heartbeat_s=HEARTBEAT_S))
+        workers.append(
+            start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path), heartbeat_s=HEARTBEAT_S)
+        )
         wait_until(lambda: stored_count(api, run_id) > 0, 60, "the first metrics")
         time.sleep(2.5)  # longer than the timeout: a live worker keeps the run running (the assertion below)
         assert run_of(api, run_id)["status"] == "running"
@@ -129,7 +137,7 @@ def test_sigterm_finishes_the_run_as_stopped(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=2000)
-        workers.append(start_worker(server.url, tmp_path / "worker.log"))
+        workers.append(start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path)))
         wait_until(lambda: stored_count(api, run_id) > 0, 60, "the first metrics")
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=30) == 0
@@ -145,9 +153,7 @@ def test_backend_restart_mid_run_loses_nothing(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=40)
-        workers.append(
-            start_worker(server.url, tmp_path / "worker.log", "--once", "--spool-dir", str(tmp_path / "spool"))
-        )
+        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once", *spool_args(tmp_path)))
         wait_until(lambda: stored_count(api, run_id) > 100, 60, "the first metrics")
         assert run_of(api, run_id)["status"] == "running"
     server.kill()
@@ -179,7 +185,7 @@ def test_a_job_that_fails_reports_the_error_and_the_worker_goes_on(
                 "UPDATE runs SET config = ? WHERE id = ?", ('{"dataset": "synthetic", "method": "gone"}', bad_id)
             )
         good_id = queue(api)
-        workers.append(start_worker(server.url, tmp_path / "worker.log"))
+        workers.append(start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path)))
         bad = wait_until(lambda: (r := run_of(api, bad_id))["status"] == "failed" and r, 60, "the bad run to fail")
         assert bad["error"].startswith("SettingError: unknown method 'gone'") and "Traceback" in bad["error"]
         good = wait_until(lambda: (r := run_of(api, good_id))["status"] == "finished" and r, 60, "the next run")
