@@ -6,6 +6,10 @@ synchronous=NORMAL and busy_timeout=5000; write transactions start with BEGIN IM
 deferred transaction that reads and then writes can fail at once, without waiting, when another
 writer got in between); and inside one process, write transactions are serialised by a lock so
 that threads queue in Python instead of spinning in SQLite's busy handler.
+
+Start-up (`Database.open_for_serving`) refuses a database it cannot write, with one line that names
+the path and the fix (`DatabaseUnusable`): a read-only file, a folder it may not write, a path
+under a regular file, a schema revision this version does not know, a server it cannot reach.
 """
 
 from __future__ import annotations
@@ -18,14 +22,28 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from cggm_core.settings import SettingError
+
+from .faults import classify
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite).
 _WRITE_OPTION = "cggm_write"
+
+
+class DatabaseUnusable(SettingError):
+    """The configured database cannot be served: the message is one line naming it and the fix.
+
+    A SettingError, because the fix is a setting (`--db`, CGGM_DB_URL, CGGM_DATA_DIR) or the
+    thing it points at; `cggm serve` prints it as one line and exits non-zero.
+    """
 
 
 class Database:
@@ -36,8 +54,15 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             db_path = self.url.database
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            if db_path and db_path != ":memory:" and not self.url.query.get("uri"):
+                folder = Path(db_path).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise DatabaseUnusable(
+                        f"database {db_path}: cannot create its folder {folder} ({e.strerror}: {e.filename}); "
+                        "choose a path whose folders can be created (--db sqlite:///PATH or CGGM_DATA_DIR)"
+                    ) from None
             self.engine: Engine = create_engine(
                 self.url, connect_args={"check_same_thread": False}, pool_size=10, max_overflow=30
             )
@@ -76,8 +101,52 @@ class Database:
             command.upgrade(cfg, "head")
             conn.commit()
 
+    def probe_write(self) -> None:
+        """A real write, rolled back: raises the database's own error when writes do not work.
+
+        Updating alembic_version's row to itself needs write access to the file (SQLite) or the
+        UPDATE privilege and a read-write server (PostgreSQL), and leaves nothing behind.
+        """
+        lock = self._write_lock if self._write_lock is not None else nullcontext()
+        with lock, self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            conn.rollback()
+
+    @property
+    def where(self) -> str:
+        """The database for messages: the SQLite path, or the URL without its password."""
+        if self.is_sqlite:
+            return str(self.url.database)
+        return self.url.render_as_string(hide_password=True)
+
+    def open_for_serving(self) -> None:
+        """Migrate to the newest revision and check that writes work; DatabaseUnusable otherwise."""
+        try:
+            self.migrate()
+            self.probe_write()
+        except CommandError as e:
+            raise DatabaseUnusable(
+                f"database {self.where}: {_first_line(e)}: it was written by another (newer?) version of "
+                "cggm-monitor; upgrade cggm-monitor, or point --db at another database"
+            ) from None
+        except DBAPIError as e:
+            raise DatabaseUnusable(f"database {self.where}: {classify(e).reason}; {self._fix()}") from None
+
+    def _fix(self) -> str:
+        if self.is_sqlite:
+            return (
+                "make the file and its folder readable and writable by this user (SQLite writes -wal and -shm "
+                "files beside it), or point --db at another path"
+            )
+        return "check that PostgreSQL is running, that the URL is right and that its user may write, or fix --db"
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _install_sqlite_events(engine: Engine) -> None:

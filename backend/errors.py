@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .faults import classify
 from .schemas.common import json_safe
 from .schemas.metrics import BatchError
 
@@ -73,8 +76,42 @@ def install_handlers(app: FastAPI) -> None:
             errors.append(json_safe(entry))
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.exception_handler(OperationalError)
-    def _db_unavailable(_req: Request, exc: OperationalError) -> JSONResponse:
-        # A locked or unreachable database is a temporary condition: clients retry on 503.
-        log.warning("database unavailable: %s", exc)
-        return JSONResponse({"detail": "database temporarily unavailable; retry"}, status_code=503)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer when json.loads fails for a reason other than syntax (an integer
+            # of more than 4,300 digits, nesting past the recursion limit): still a bad body.
+            msg = "body is not JSON this server accepts (an integer of thousands of digits, or nesting too deep)"
+            return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"], "msg": msg}]}, status_code=422)
+        return await http_exception_handler(req, exc)
+
+    @app.exception_handler(DataError)
+    def _data_error(_req: Request, exc: DataError) -> JSONResponse:
+        # The edge checks should have caught it; the database is the last line, and it is still a
+        # bad value (out of range, too long, NUL), not a server fault.
+        log.warning("database refused a value: %s", exc.orig)
+        msg = f"the database refused a value: {str(exc.orig).strip().splitlines()[0][:300]}"
+        return JSONResponse({"detail": [{"type": "value_error", "loc": ["body"], "msg": msg}]}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    def _integrity_error(_req: Request, exc: IntegrityError) -> JSONResponse:
+        # e.g. metrics for a run deleted by another request in between: a conflict with stored data.
+        log.warning("integrity error: %s", exc.orig)
+        msg = f"conflicts with stored data: {str(exc.orig).strip().splitlines()[0][:300]}"
+        return JSONResponse({"detail": msg}, status_code=409)
+
+    @app.exception_handler(DBAPIError)
+    def _db_fault(_req: Request, exc: DBAPIError) -> JSONResponse:
+        fault = classify(exc)
+        if fault.transient:
+            log.warning("database busy: %s", fault.reason)
+            return JSONResponse(
+                {"detail": f"database temporarily unavailable: {fault.reason}; retry"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        log.error("database fault: %s", fault.reason)
+        detail = (
+            f"database fault, not temporary: {fault.reason}; the server's operator must fix it, retrying will not help"
+        )
+        return JSONResponse({"detail": detail}, status_code=500)
