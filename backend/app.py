@@ -16,6 +16,7 @@ from .errors import install_handlers
 from .lifecycle import sweep_lost_forever
 from .limits import BodySizeLimit
 from .routers import meta, metrics, runs, workers
+from .schemas.common import JSON_VALUE_SCHEMA
 from .schemas.metrics import MetricsBatch
 from .settings import Settings
 
@@ -65,6 +66,7 @@ def _register_schema(app: FastAPI, settings: Settings) -> None:
             components.update(defs.pop("$defs", {}))
             defs["properties"]["points"]["maxItems"] = settings.max_batch
             components["MetricsBatch"] = defs
+            components["JsonValue"] = JSON_VALUE_SCHEMA  # configs and summaries (schemas.common.SafeJson)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     for param in operation.get("parameters", []):

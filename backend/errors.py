@@ -83,6 +83,11 @@ def install_handlers(app: FastAPI) -> None:
             # of more than 4,300 digits, nesting past the recursion limit): still a bad body.
             msg = "body is not JSON this server accepts (an integer of thousands of digits, or nesting too deep)"
             return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"], "msg": msg}]}, status_code=422)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on this path; list them all.
+            allowed = _methods_on_path(req)
+            if allowed:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
         return await http_exception_handler(req, exc)
 
     @app.exception_handler(DataError)
@@ -115,3 +120,16 @@ def install_handlers(app: FastAPI) -> None:
             f"database fault, not temporary: {fault.reason}; the server's operator must fix it, retrying will not help"
         )
         return JSONResponse({"detail": detail}, status_code=500)
+
+
+def _methods_on_path(req: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the path this request was for."""
+    parts = req.url.path.rstrip("/").split("/")
+    methods: set[str] = set()
+    for template, operations in req.app.openapi().get("paths", {}).items():
+        pattern = template.rstrip("/").split("/")
+        if len(pattern) == len(parts) and all(
+            p == s or (p.startswith("{") and p.endswith("}") and s) for p, s in zip(pattern, parts, strict=True)
+        ):
+            methods.update(m.upper() for m in operations)
+    return sorted(methods)

@@ -11,13 +11,13 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
+from pydantic import WithJsonSchema
 
 from cggm_core.tracking import encode_value
 
 from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
-from ..models import MAX_KEY_LEN
 from ..schemas.common import CONFLICT, DB_RESPONSES, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_batch
 from ..store import metrics as metric_store
@@ -38,6 +38,9 @@ CHUNK_ROWS = 50_000
 # Encoded bytes gathered before the answer starts (errors up to here still get their own status).
 EAGER_BYTES = 4_000_000
 MAX_KEYS_PER_READ = 1000
+# One value of `keys`: no control character, and something besides commas and spaces.
+_KEY_CHAR = "[^\\u0000-\\u001f\\u007f-\\u009f]"
+KEYS_PARAM_PATTERN = f"^{_KEY_CHAR}*[^\\s,\\u0000-\\u001f\\u007f-\\u009f]{_KEY_CHAR}*$"
 
 
 @router.post(
@@ -65,7 +68,7 @@ def get_metrics(
     run_id: RunId,
     db: DbDep,
     keys: Annotated[
-        list[str] | None,
+        list[Annotated[str, WithJsonSchema({"type": "string", "pattern": KEYS_PARAM_PATTERN})]] | None,
         Query(
             description="keys to read: repeat the parameter (keys=a&keys=b, each taken verbatim), or one "
             "comma-separated value (keys=a,b); all keys when omitted",
@@ -109,9 +112,7 @@ def _requested_keys(keys: list[str] | None) -> list[str] | None:
     else:
         names = keys  # repeated parameters: each verbatim
     for name in names:
-        problem = text_problem(name) if len(name) <= MAX_KEY_LEN else f"is longer than {MAX_KEY_LEN} characters"
-        if not name:
-            problem = "is empty"
+        problem = text_problem(name) if name.replace(",", "").strip() else "has nothing but commas or spaces"
         if problem:
             raise Invalid(["query", "keys"], f"key {name[:80]!r} {problem}")
     if len(names) > MAX_KEYS_PER_READ:

@@ -21,6 +21,8 @@ from ..store import runs as run_store
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses={**DB_RESPONSES, **INVALID})
 
 DEFAULT_PAGE = 100
+_ONE_STATUS = "(?:" + "|".join(RUN_STATUSES) + ")"
+STATUS_PATTERN = f"^ *{_ONE_STATUS}? *(?:, *{_ONE_STATUS}? *)*$"
 
 
 @router.post("", status_code=201, dependencies=[WriteAuth], responses=WRITE)
@@ -46,7 +48,11 @@ def list_runs(
     db: DbDep,
     settings: SettingsDep,
     status: Annotated[
-        OneLine | None, Query(description=f"comma-separated statuses, of {', '.join(RUN_STATUSES)}")
+        str | None,
+        Query(
+            description=f"comma-separated statuses, of {', '.join(RUN_STATUSES)}",
+            json_schema_extra={"pattern": STATUS_PATTERN},
+        ),
     ] = None,
     method: Annotated[OneLine | None, Query(max_length=100)] = None,
     dataset: Annotated[OneLine | None, Query(max_length=100)] = None,

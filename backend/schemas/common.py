@@ -7,12 +7,12 @@ on SQLite. Checked here, each of these is a 422 naming the field, the same on bo
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Annotated, Any, Literal
 
-import orjson
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 # Ids are INTEGER columns: 32-bit on PostgreSQL, so that is the most either database stores.
 MAX_ID = 2**31 - 1
@@ -33,7 +33,24 @@ TEXT_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
 # store a 200 MB config that every later listing returns, or nest deeper than a parser recurses.
 MAX_JSON_DEPTH = 32
 MAX_JSON_BYTES = 65_536
-_INT64 = 2**63
+# JSON Schema of a stored document's values, registered in the OpenAPI components by app.py.
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": NAME_PATTERN},
+    "additionalProperties": {"$ref": JSON_VALUE_REF},
+}
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "any JSON value; strings are free text, object keys are names (no control characters)",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},
+        {"type": "string", "pattern": TEXT_PATTERN},
+        {"type": "array", "items": {"$ref": JSON_VALUE_REF}},
+        JSON_OBJECT_SCHEMA,
+    ],
+}
 
 
 def text_problem(value: str, *, free_text: bool = False) -> str | None:
@@ -65,7 +82,7 @@ FreeText = Annotated[str, AfterValidator(_free_text), Field(json_schema_extra={"
 
 
 def document_problem(doc: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES) -> str | None:
-    """Why a JSON document cannot be stored, or None: depth, object keys, strings, integers, size.
+    """Why a JSON document cannot be stored, or None: depth, object keys, strings, size.
 
     Iterative, so that a document nested 100,000 levels deep is refused rather than overflowing
     the stack; the message names the path of the first problem (e.g. `a.b[3]`).
@@ -88,9 +105,8 @@ def document_problem(doc: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: in
             problem = text_problem(node, free_text=True)
             if problem:
                 return f"{_short(path) or 'value'}: {problem}"
-        elif isinstance(node, int) and not isinstance(node, bool) and not -_INT64 <= node < _INT64:
-            return f"{_short(path) or 'value'}: integer outside the 64-bit range"
-    size = len(orjson.dumps(doc))  # NaN serialises as null here: only the size matters
+    # json, not orjson: integers beyond 64 bits are valid JSON and stored as they are.
+    size = len(json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         return f"is {size} bytes of JSON, above the limit of {max_bytes}"
     return None
@@ -127,7 +143,12 @@ def _safe_document(doc: dict[str, Any]) -> dict[str, Any]:
 SafeJson = Annotated[
     dict[str, Any],
     AfterValidator(_safe_document),
-    Field(description=f"a JSON object, at most {MAX_JSON_DEPTH} levels deep and {MAX_JSON_BYTES} bytes"),
+    WithJsonSchema(
+        {
+            **JSON_OBJECT_SCHEMA,
+            "description": f"a JSON object, at most {MAX_JSON_DEPTH} levels deep and {MAX_JSON_BYTES} bytes",
+        }
+    ),
 ]
 
 

@@ -172,6 +172,8 @@ def _check_point(p: Any, i: int, received: float, errors: list[dict[str, Any]]) 
     if problem:
         errors.append(field_error([*loc, "key"], problem, key))
     step = p.get("step")
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)  # 12.0 is an integer to JSON Schema (and to most JSON encoders' users)
     # bool is an int in Python; a JSON true is not a step.
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
         errors.append(field_error([*loc, "step"], f"expected an integer in [0, {MAX_STEP}]", step))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..models import RUN_STATUSES
-from .common import FreeText, OneLine, SafeJson
+from .common import FreeText, OneLine, SafeJson, text_problem
 
 RunStatus = Literal["queued", "running", "stopping", "finished", "failed", "stopped", "lost"]
 assert set(RunStatus.__args__) == set(RUN_STATUSES)  # type: ignore[attr-defined]
@@ -16,9 +16,12 @@ Tag = Annotated[OneLine, Field(min_length=1, max_length=100)]
 MAX_TEXT = 100_000  # characters of notes, an error, one event message
 
 
-def _names_are_strings(config: dict[str, Any]) -> dict[str, Any]:
+def _names_are_strings(config: Any) -> Any:
     # `dataset` and `method` fill indexed String(100) columns and the runs table; a list there
     # (PostgreSQL: value too long; SQLite: a name like "['x', 'y']") is a mistake to refuse.
+    # Checked before the document's non-finite numbers become strings: 1e400 is not a name.
+    if not isinstance(config, dict):
+        return config  # the dict validation says what is wrong
     for field in ("dataset", "method"):
         value = config.get(field)
         if value is None:
@@ -27,14 +30,17 @@ def _names_are_strings(config: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{field!r} must be a name of 1 to 100 characters, got {type(value).__name__} {value!r:.80}"
             )
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(f"{field!r} {problem}")
     return config
 
 
-RunConfig = Annotated[SafeJson, AfterValidator(_names_are_strings)]
+RunConfig = Annotated[SafeJson, BeforeValidator(_names_are_strings)]
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     name: OneLine | None = Field(None, max_length=200, description="display name; default '<dataset>-<method>-<id>'")
     config: RunConfig = Field(
@@ -49,7 +55,7 @@ class RunCreate(BaseModel):
 
 
 class RunUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     name: OneLine | None = Field(None, max_length=200)
     tags: list[Tag] | None = Field(None, max_length=50)
@@ -83,7 +89,7 @@ class RunsPublic(BaseModel):
 
 
 class ClaimRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     worker: OneLine = Field("worker", min_length=1, max_length=200, description="worker name, recorded on the run")
 
@@ -94,7 +100,7 @@ class HeartbeatPublic(BaseModel):
 
 
 class RunFinish(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     status: Literal["finished", "failed", "stopped"]
     summary: SafeJson | None = None
@@ -102,7 +108,7 @@ class RunFinish(BaseModel):
 
 
 class EventCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     message: FreeText = Field(min_length=1, max_length=MAX_TEXT)
@@ -110,7 +116,7 @@ class EventCreate(BaseModel):
 
 
 class EventsCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     events: list[EventCreate] = Field(max_length=1000)
 
