@@ -12,9 +12,9 @@ from cggm_core.config import catalog
 
 from ..deps import DbDep
 from ..faults import classify
-from ..schemas.common import HealthPublic
+from ..schemas.common import BAD_REQUEST, HealthPublic
 
-router = APIRouter(prefix="/api", tags=["meta"])
+router = APIRouter(prefix="/api", tags=["meta"], responses=BAD_REQUEST)
 
 
 @router.get(

@@ -18,12 +18,12 @@ from cggm_core.tracking import encode_value
 from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
-from ..schemas.common import CONFLICT, DB_RESPONSES, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_batch
 from ..store import metrics as metric_store
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api/runs", tags=["metrics"], responses={**DB_RESPONSES, **INVALID, **NOT_FOUND})
+router = APIRouter(prefix="/api/runs", tags=["metrics"], responses={**COMMON_RESPONSES, **INVALID, **NOT_FOUND})
 
 _BATCH_SCHEMA = {
     "requestBody": {

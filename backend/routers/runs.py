@@ -13,12 +13,12 @@ from ..deps import DbDep, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..lifecycle import sweep_lost
 from ..models import RUN_STATUSES
-from ..schemas.common import CONFLICT, DB_RESPONSES, INVALID, MAX_ID, NOT_FOUND, WRITE, OneLine, json_safe
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_ID, NOT_FOUND, WRITE, OneLine, json_safe
 from ..schemas.runs import EventsCreate, EventsPublic, RunCreate, RunPublic, RunsPublic, RunUpdate
 from ..store import events as event_store
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api/runs", tags=["runs"], responses={**DB_RESPONSES, **INVALID})
+router = APIRouter(prefix="/api/runs", tags=["runs"], responses={**COMMON_RESPONSES, **INVALID})
 
 DEFAULT_PAGE = 100
 _ONE_STATUS = "(?:" + "|".join(RUN_STATUSES) + ")"

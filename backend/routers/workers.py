@@ -8,11 +8,11 @@ from fastapi import APIRouter, Body, Response
 
 from ..deps import DbDep, RunId, SettingsDep, WriteAuth
 from ..lifecycle import sweep_lost
-from ..schemas.common import CONFLICT, DB_RESPONSES, INVALID, NOT_FOUND, WRITE
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, NOT_FOUND, WRITE
 from ..schemas.runs import ClaimRequest, HeartbeatPublic, RunFinish, RunPublic
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api", tags=["workers"], responses={**DB_RESPONSES, **INVALID, **WRITE})
+router = APIRouter(prefix="/api", tags=["workers"], responses={**COMMON_RESPONSES, **INVALID, **WRITE})
 
 
 @router.post(

@@ -189,7 +189,15 @@ def _error(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 # Responses every operation may give, declared so that /openapi.json is the whole contract.
 Responses = dict[int | str, dict[str, Any]]
-DB_RESPONSES: Responses = {
+# uvicorn's own answer to a request it cannot parse (a URL over 64 KiB, say), before the API sees it.
+BAD_REQUEST: Responses = {
+    400: {
+        "description": "the HTTP request itself is malformed or too long (answered by the HTTP server)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+COMMON_RESPONSES: Responses = {
+    **BAD_REQUEST,
     500: _error(ErrorPublic, "a permanent database fault (read-only, full, damaged): retrying will not help"),
     503: _error(ErrorPublic, "the database is busy: retry after Retry-After seconds"),
 }

@@ -35,7 +35,7 @@ from .conftest import TINY_JOB, ServerProcess
 
 TOKEN = "fuzz-token"
 SEED = int(os.environ.get("CGGM_FUZZ_SEED", "1"))
-EXAMPLES = int(os.environ.get("CGGM_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("CGGM_FUZZ_EXAMPLES", "30"))
 
 CONFIG = """
 [checks.negative_data_rejection]

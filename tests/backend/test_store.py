@@ -222,3 +222,31 @@ def test_downsampled_read_of_a_long_series_from_the_rollup(api: httpx.Client) ->
     assert max(finite) == 9.5 and min(finite) == -8.25
     for step, value, t in zip(s["steps"], s["values"], s["times"], strict=True):
         assert value == values[step] and t == 1000.0 + step  # real points, not bucket averages
+
+
+# -- issue 8, item 8: a key that is accepted can be fetched ---------------------------------------------------
+def test_repeated_keys_parameters_are_taken_verbatim_and_the_comma_form_still_works(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    batch = points("acc/m0", range(3)) + points("acc/m1", range(2)) + points("val/acc", range(4))
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": batch}).json()["accepted"] == 9
+
+    def fetch(params: object) -> dict[str, list[int]]:
+        r = api.get(f"/api/runs/{run_id}/metrics", params=params)  # type: ignore[arg-type]
+        assert r.status_code == 200, r.text
+        return {k: s["steps"] for k, s in r.json()["series"].items()}
+
+    repeated = fetch([("keys", "val/acc"), ("keys", "acc/m0")])
+    assert list(repeated) == ["val/acc", "acc/m0"] and repeated["acc/m0"] == [0, 1, 2]
+    assert fetch({"keys": "acc/m1, val/acc"}) == {"acc/m1": [0, 1], "val/acc": [0, 1, 2, 3]}  # comma form
+    # Repeated values are verbatim: "acc/m0,acc/m1" is one (unknown) key there, not two.
+    assert fetch([("keys", "acc/m0,acc/m1"), ("keys", "val/acc")]) == {"acc/m0,acc/m1": [], "val/acc": [0, 1, 2, 3]}
+    assert fetch([("keys", "acc/m0"), ("keys", "acc/m0")]) == {"acc/m0": [0, 1, 2]}  # asked twice, answered once
+    # The same holds for downsampled and incremental reads.
+    assert fetch([("keys", "acc/m1"), ("keys", "val/acc"), ("max_points", 4)]) == {
+        "acc/m1": [0, 1],
+        "val/acc": [0, 1, 2, 3],
+    }
+    assert fetch([("keys", "val/acc"), ("keys", "acc/m1"), ("since_step", 1)]) == {"val/acc": [2, 3], "acc/m1": []}
+    for bad in ([("keys", "acc/m0"), ("keys", "")], [("keys", "a\x00")], [("keys", " , ")]):
+        r = api.get(f"/api/runs/{run_id}/metrics", params=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "keys"], (bad, r.text)

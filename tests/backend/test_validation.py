@@ -22,6 +22,9 @@ GOOD = {"key": "acc/m0", "step": 1, "value": 0.5}
         ({"points": [{"key": "acc/m0", "step": 1}]}, "value"),
         ({"points": [{**GOOD, "key": ""}]}, "key"),
         ({"points": [{**GOOD, "key": "   "}]}, "key"),
+        ({"points": [{**GOOD, "key": " acc/m0"}]}, "key"),  # cannot come back through a query
+        ({"points": [{**GOOD, "key": "acc/m0\n"}]}, "key"),
+        ({"points": [{**GOOD, "key": "acc,m0"}]}, "key"),
         ({"points": [{**GOOD, "key": 7}]}, "key"),
         ({"points": [{**GOOD, "key": "k" * 201}]}, "key"),
         ({"points": [{**GOOD, "time": "now"}]}, "time"),
