@@ -25,7 +25,7 @@ from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cggm_core.settings import SettingError
@@ -55,14 +55,7 @@ class Database:
         if self.is_sqlite:
             db_path = self.url.database
             if db_path and db_path != ":memory:" and not self.url.query.get("uri"):
-                folder = Path(db_path).parent
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise DatabaseUnusable(
-                        f"database {db_path}: cannot create its folder {folder} ({e.strerror}: {e.filename}); "
-                        "choose a path whose folders can be created (--db sqlite:///PATH or CGGM_DATA_DIR)"
-                    ) from None
+                _make_folder(Path(db_path))
             self.engine: Engine = create_engine(
                 self.url, connect_args={"check_same_thread": False}, pool_size=10, max_overflow=30
             )
@@ -72,6 +65,7 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time anyway; queueing here is cheaper than its busy handler.
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self.write_fault: str | None = None  # the last write's permanent fault, until a write works
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -83,13 +77,23 @@ class Database:
         """One transactional scope: commit on success, roll back on any error."""
         lock = self._write_lock if self._write_lock is not None else nullcontext()
         with lock, self.sessions() as session:
-            session.connection(execution_options={_WRITE_OPTION: True})
             try:
+                session.connection(execution_options={_WRITE_OPTION: True})
                 yield session
                 session.commit()
-            except BaseException:
+            except BaseException as e:
                 session.rollback()
+                self._note_write_fault(e)
                 raise
+            self.write_fault = None
+
+    def _note_write_fault(self, e: BaseException) -> None:
+        # A permanent fault seen by a real write (a disk I/O error, say) is what /api/health reports
+        # until a write works again: a rolled-back probe does not reach the disk, so cannot see it.
+        if isinstance(e, DBAPIError) and not isinstance(e, (DataError, IntegrityError)):
+            fault = classify(e)
+            if not fault.transient:
+                self.write_fault = fault.reason
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (no-op when it is there already)."""
@@ -101,16 +105,25 @@ class Database:
             command.upgrade(cfg, "head")
             conn.commit()
 
-    def probe_write(self) -> None:
-        """A real write, rolled back: raises the database's own error when writes do not work.
+    def probe_write(self, *, commit: bool = False) -> None:
+        """A real write: raises the database's own error when writes do not work.
 
         Updating alembic_version's row to itself needs write access to the file (SQLite) or the
-        UPDATE privilege and a read-write server (PostgreSQL), and leaves nothing behind.
+        UPDATE privilege and a read-write server (PostgreSQL), and changes nothing. Rolled back by
+        default; `commit` takes it to the disk too (how health checks that a fault has cleared).
         """
         lock = self._write_lock if self._write_lock is not None else nullcontext()
         with lock, self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
-            conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
-            conn.rollback()
+            try:
+                conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+                if commit:
+                    conn.commit()
+                else:
+                    conn.rollback()
+            except BaseException as e:
+                self._note_write_fault(e)
+                raise
+        self.write_fault = None
 
     @property
     def where(self) -> str:
@@ -126,22 +139,37 @@ class Database:
             self.probe_write()
         except CommandError as e:
             raise DatabaseUnusable(
-                f"database {self.where}: {_first_line(e)}: it was written by another (newer?) version of "
-                "cggm-monitor; upgrade cggm-monitor, or point --db at another database"
+                f"database {self.where}: {_first_line(e)}: its schema was written by another (newer?) version "
+                "of cggm-monitor; fix: upgrade cggm-monitor, or point --db at another database"
             ) from None
         except DBAPIError as e:
-            raise DatabaseUnusable(f"database {self.where}: {classify(e).reason}; {self._fix()}") from None
-
-    def _fix(self) -> str:
-        if self.is_sqlite:
-            return (
-                "make the file and its folder readable and writable by this user (SQLite writes -wal and -shm "
-                "files beside it), or point --db at another path"
+            fault = classify(e)
+            fix = fault.fix or (
+                "point --db at a writable SQLite path"
+                if self.is_sqlite
+                else "check that PostgreSQL is running, that the URL is right and that its user may write"
             )
-        return "check that PostgreSQL is running, that the URL is right and that its user may write, or fix --db"
+            raise DatabaseUnusable(f"database {self.where}: {fault.reason}; fix: {fix}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _make_folder(db_path: Path) -> None:
+    """Create the SQLite file's folder; DatabaseUnusable naming what is in the way when it cannot be."""
+    folder = db_path.parent
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DatabaseUnusable(
+            f"database {db_path}: {blocker} is a file, not a folder; fix: choose another path (--db sqlite:///PATH)"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatabaseUnusable(
+            f"database {db_path}: cannot create its folder {folder} ({e.strerror}); "
+            "fix: create it, make its parent writable by this user, or choose another path (--db sqlite:///PATH)"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:

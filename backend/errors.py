@@ -116,9 +116,8 @@ def install_handlers(app: FastAPI) -> None:
                 headers={"Retry-After": "1"},
             )
         log.error("database fault: %s", fault.reason)
-        detail = (
-            f"database fault, not temporary: {fault.reason}; the server's operator must fix it, retrying will not help"
-        )
+        fix = f" ({fault.fix})" if fault.fix else ""
+        detail = f"database fault, not temporary: {fault.reason}; the server's operator must fix it{fix}, retrying will not help"
         return JSONResponse({"detail": detail}, status_code=500)
 
 

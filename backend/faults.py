@@ -25,15 +25,20 @@ _PG_PERMANENT_REASON = {
     "53100": "the database server's disk is full",
     "42P01": "a table is missing: the schema is not this application's",
 }
-# SQLite result codes (Python 3.11's sqlite_errorname) and what each means here.
+_PERMISSIONS_FIX = (
+    "make the file and its folder readable and writable by the user running the server (SQLite writes "
+    "-wal and -shm files beside it), or point --db at another path"
+)
+_OTHER_FILE_FIX = "point --db at a SQLite database or at a new path (move this file away if it is damaged)"
+# SQLite result codes (Python 3.11's sqlite_errorname): what each means here, and the fix.
 _SQLITE_REASON = {
-    "SQLITE_READONLY": "the database file (or its folder) is read-only for this user",
-    "SQLITE_CANTOPEN": "the database file cannot be opened (missing folder or permissions)",
-    "SQLITE_FULL": "the disk holding the database is full",
-    "SQLITE_IOERR": "the disk returned an I/O error",
-    "SQLITE_CORRUPT": "the database file is damaged",
-    "SQLITE_NOTADB": "the file is not a SQLite database",
-    "SQLITE_PERM": "permission denied on the database file",
+    "SQLITE_READONLY": ("the database file (or its folder) is read-only for this user", _PERMISSIONS_FIX),
+    "SQLITE_CANTOPEN": ("the database file cannot be opened (missing folder or permissions)", _PERMISSIONS_FIX),
+    "SQLITE_PERM": ("permission denied on the database file", _PERMISSIONS_FIX),
+    "SQLITE_FULL": ("the disk holding the database is full", "free disk space"),
+    "SQLITE_IOERR": ("the disk returned an I/O error", "check the disk and the file system"),
+    "SQLITE_CORRUPT": ("the database file is damaged", _OTHER_FILE_FIX),
+    "SQLITE_NOTADB": ("the file is not a SQLite database", _OTHER_FILE_FIX),
 }
 
 
@@ -41,6 +46,7 @@ _SQLITE_REASON = {
 class Fault:
     transient: bool
     reason: str  # one line, for the answer's detail and the log
+    fix: str | None = None  # what a person should do, when it is known
 
 
 def classify(exc: BaseException) -> Fault:
@@ -52,10 +58,14 @@ def classify(exc: BaseException) -> Fault:
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return Fault(True, f"the database is busy ({message})")
         if name == "SQLITE_READONLY_DBMOVED":
-            return Fault(False, "the database file was moved or deleted while the server runs; restart the server")
-        for prefix, reason in _SQLITE_REASON.items():
+            return Fault(
+                False,
+                "the database file was moved or deleted while the server runs",
+                "put it back, or restart the server to start a new one at that path",
+            )
+        for prefix, (reason, fix) in _SQLITE_REASON.items():
             if name.startswith(prefix):
-                return Fault(False, f"{reason} ({message})")
+                return Fault(False, f"{reason} ({message})", fix)
         if "no such table" in message:
             return Fault(False, f"a table is missing: the schema is not this application's ({message})")
         return Fault(False, message)

@@ -29,11 +29,12 @@ def health(db: DbDep) -> Any:
     """
     dialect = db.engine.dialect.name
     try:
-        db.probe_write()
+        # After a write failed for good, the probe goes to the disk: only a real write shows recovery.
+        db.probe_write(commit=db.write_fault is not None)
     except DBAPIError as e:
         fault = classify(e)
         body = HealthPublic(
-            status="busy" if fault.transient else "read-only", database=dialect, writable=False, detail=fault.reason
+            status="busy" if fault.transient else "unwritable", database=dialect, writable=False, detail=fault.reason
         )
         headers = {"Retry-After": "1"} if fault.transient else None
         return JSONResponse(body.model_dump(), status_code=503, headers=headers)

@@ -177,7 +177,7 @@ class ValidationErrorPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: Literal["ok", "busy", "read-only"]
+    status: Literal["ok", "busy", "unwritable"]
     database: str = Field(description="sqlite or postgresql")
     writable: bool = Field(description="a write was tried (and rolled back) and worked")
     detail: str | None = Field(None, description="why writes fail, when they do")
