@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=3_600, description="how often a background task looks for lost runs"
     )
     max_page: int = Field(default=500, ge=1, le=100_000, description="most runs returned by one GET /api/runs")
+    read_chunk_points: int = Field(
+        default=50_000,
+        ge=100,
+        le=10_000_000,
+        description="a metrics read of more points than this is streamed, this many points per database query",
+    )
     max_request_bytes: int = Field(
         default=1_048_576,
         ge=65_536,

@@ -32,11 +32,11 @@ _BATCH_SCHEMA = {
     }
 }
 
-# Reads: up to this many points are read in one query and answered in one piece; a longer read is
-# streamed key by key, CHUNK_ROWS points per query, so that a 2M-point read holds a few MB.
-CHUNK_ROWS = 50_000
-# Encoded bytes gathered before the answer starts (errors up to here still get their own status).
-EAGER_BYTES = 4_000_000
+# Reads: up to settings.read_chunk_points are read in one query and answered in one piece; a longer
+# read is streamed key by key, that many points per query, so that a 2M-point read holds a few MB.
+# Encoded bytes gathered before the answer starts, per chunk point (errors up to there still get
+# their own status; a point is ~40 bytes of JSON): 50k points -> 3.2 MB.
+EAGER_BYTES_PER_CHUNK_POINT = 64
 MAX_KEYS_PER_READ = 1000
 # One value of `keys`: no control character, and something besides commas and spaces.
 _KEY_CHAR = "[^\\u0000-\\u001f\\u007f-\\u009f]"
@@ -67,6 +67,7 @@ def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDe
 def get_metrics(
     run_id: RunId,
     db: DbDep,
+    settings: SettingsDep,
     keys: Annotated[
         list[Annotated[str, WithJsonSchema({"type": "string", "pattern": KEYS_PARAM_PATTERN})]] | None,
         Query(
@@ -90,13 +91,14 @@ def get_metrics(
     key_list = _requested_keys(keys)
     with db.read() as session:
         run_store.get_run(session, run_id=run_id)
-    parts = _series_json(db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points)
+    chunk = settings.read_chunk_points
+    parts = _series_json(db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk)
     eager: list[bytes] = []
     size = 0
     for part in parts:  # read and encode in this request until the answer is known to be large
         eager.append(part)
         size += len(part)
-        if size > EAGER_BYTES:
+        if size > chunk * EAGER_BYTES_PER_CHUNK_POINT:
             return StreamingResponse(itertools.chain(eager, parts), media_type="application/json")
     return Response(b"".join(eager), media_type="application/json")
 
@@ -121,16 +123,14 @@ def _requested_keys(keys: list[str] | None) -> list[str] | None:
 
 
 def _series_json(
-    db: Database, *, run_id: int, keys: list[str] | None, since_step: int | None, max_points: int | None
+    db: Database, *, run_id: int, keys: list[str] | None, since_step: int | None, max_points: int | None, chunk: int
 ) -> Iterator[bytes]:
     """The answer's JSON in pieces; each database read is its own short session."""
     yield b'{"series":{'
     sep = b""
     if max_points is None:
         with db.read() as session:
-            small = metric_store.query_series(
-                session, run_id=run_id, keys=keys, since_step=since_step, max_rows=CHUNK_ROWS
-            )
+            small = metric_store.query_series(session, run_id=run_id, keys=keys, since_step=since_step, max_rows=chunk)
         if small is not None:
             for key, (steps_list, values_list, times_list) in small.items():
                 yield sep + _series_piece(key, np.asarray(steps_list, dtype=np.int64), values_list, times_list)
@@ -139,7 +139,7 @@ def _series_json(
             for key in _names(db, run_id, keys):
                 yield sep
                 sep = b","
-                yield from _stream_one(db, run_id=run_id, key=key, since_step=since_step)
+                yield from _stream_one(db, run_id=run_id, key=key, since_step=since_step, chunk=chunk)
     else:
         for key in _names(db, run_id, keys):
             with db.read() as session:
@@ -158,8 +158,8 @@ def _names(db: Database, run_id: int, keys: list[str] | None) -> list[str]:
         return metric_store.list_keys(session, run_id=run_id)
 
 
-def _stream_one(db: Database, *, run_id: int, key: str, since_step: int | None) -> Iterator[bytes]:
-    """One series, CHUNK_ROWS points per query: steps are sent as read; values and times wait in
+def _stream_one(db: Database, *, run_id: int, key: str, since_step: int | None, chunk: int) -> Iterator[bytes]:
+    """One series, `chunk` points per query: steps are sent as read; values and times wait in
     compact arrays (16 bytes a point) because the JSON is by column."""
     yield orjson.dumps(key) + b':{"steps":['
     values, times = array("d"), array("d")
@@ -167,9 +167,7 @@ def _stream_one(db: Database, *, run_id: int, key: str, since_step: int | None) 
     sep = b""
     while True:
         with db.read() as session:
-            steps, vals, ts = metric_store.series_chunk(
-                session, run_id=run_id, key=key, after_step=after, limit=CHUNK_ROWS
-            )
+            steps, vals, ts = metric_store.series_chunk(session, run_id=run_id, key=key, after_step=after, limit=chunk)
         if not steps:
             break
         yield sep + orjson.dumps(steps)[1:-1]
@@ -177,18 +175,18 @@ def _stream_one(db: Database, *, run_id: int, key: str, since_step: int | None) 
         values.extend(float("nan") if v is None else v for v in vals)
         times.extend(ts)
         after = steps[-1]
-        if len(steps) < CHUNK_ROWS:
+        if len(steps) < chunk:
             break
     yield b'],"values":['
-    yield from _numbers_in_pieces(np.frombuffer(values, dtype=np.float64))
+    yield from _numbers_in_pieces(np.frombuffer(values, dtype=np.float64), chunk)
     yield b'],"times":['
-    yield from _numbers_in_pieces(np.frombuffer(times, dtype=np.float64))
+    yield from _numbers_in_pieces(np.frombuffer(times, dtype=np.float64), chunk)
     yield b"]}"
 
 
-def _numbers_in_pieces(a: np.ndarray) -> Iterator[bytes]:
-    for i in range(0, len(a), CHUNK_ROWS):
-        yield (b"," if i else b"") + _numbers(a[i : i + CHUNK_ROWS])
+def _numbers_in_pieces(a: np.ndarray, chunk: int) -> Iterator[bytes]:
+    for i in range(0, len(a), chunk):
+        yield (b"," if i else b"") + _numbers(a[i : i + chunk])
 
 
 def _numbers(a: np.ndarray) -> bytes:
