@@ -2,6 +2,13 @@
 
 The store never speaks HTTP; routers let these propagate and `install_handlers` turns them into
 {"detail": ...} with the right code. Validation errors keep FastAPI's list-of-fields shape.
+
+What a client may do with each answer (HttpSink and the worker follow this):
+- 4xx: the request itself is wrong (422 names the field; 413 too large; 404/409 the run's state);
+  sending it again cannot succeed. 401 (token), 408 and 429 are the exceptions worth a retry.
+- 503 with Retry-After: transient (the database is busy or restarting); retry, the data is safe.
+- 500: permanent (read-only or full disk, damaged database, ...); `detail` says so and why. A
+  client may retry a bounded number of times, then set the data aside; a person must act.
 """
 
 from __future__ import annotations

@@ -253,3 +253,59 @@ def test_a_database_locked_by_another_process_is_503_with_retry_after(
         r = api.post(f"/api/runs/{run_id}/metrics", json={"points": [{"key": "a", "step": 0, "value": 1.0}]})
         assert r.json() == {"accepted": 1, "duplicates": 0}
         assert api.get("/api/health").status_code == 200
+
+
+# -- the last line: errors the database itself raises for a bad value map to 4xx ---------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'h.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+def test_database_data_and_integrity_errors_are_4xx(any_db_url: str) -> None:
+    """The edge checks keep these from the real routes; if one slips through, it is still the client's value."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from backend.errors import install_handlers
+
+    db = Database(any_db_url)
+    db.migrate()
+    app = FastAPI()
+    install_handlers(app)
+
+    @app.post("/duplicate")
+    def duplicate() -> None:  # two rows with one (run_id, key): the primary key of `latest` refuses
+        with db.write() as session:
+            run_id = session.execute(
+                sa.text(
+                    "INSERT INTO runs (name, status, external, config, tags, notes, created_at) "
+                    "VALUES ('d', 'running', :t, '{}', '[]', '', 0) RETURNING id"
+                ),
+                {"t": True},
+            ).scalar_one()
+            for _ in range(2):
+                session.execute(
+                    sa.text("INSERT INTO latest (run_id, key, step, value, time) VALUES (:r, 'k', 0, 0, 0)"),
+                    {"r": run_id},
+                )
+
+    @app.post("/bad-value")
+    def bad_value() -> None:  # PostgreSQL cannot store NUL in text (SQLite can: it has no such error)
+        with db.write() as session:
+            session.execute(sa.text("SELECT CAST(:v AS text)"), {"v": "a\x00b"})
+
+    async def call(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.post(path)
+
+    try:
+        r = asyncio.run(call("/duplicate"))
+        assert r.status_code == 409 and "conflicts with stored data" in r.json()["detail"], r.text
+        if not db.is_sqlite:
+            r = asyncio.run(call("/bad-value"))
+            assert r.status_code == 422 and "the database refused a value" in r.text, r.text
+    finally:
+        db.dispose()

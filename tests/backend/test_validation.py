@@ -308,3 +308,34 @@ def test_every_write_body_has_a_size_limit(api: httpx.Client) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "summary"], r.text
     assert api.get(f"/api/runs/{run_id}").json()["status"] == "running"
     assert api.get("/api/runs", params={"limit": 500}).status_code == 200
+
+
+def test_the_schema_states_the_server_bounds(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(env={"CGGM_MAX_PAGE": "50", "CGGM_MAX_BATCH": "300"})
+    with server.client() as api:
+        spec = api.get("/openapi.json").json()
+        limit = next(p for p in spec["paths"]["/api/runs"]["get"]["parameters"] if p["name"] == "limit")
+        assert limit["schema"]["maximum"] == 50 and limit["schema"]["type"] == "integer"
+        assert spec["components"]["schemas"]["MetricsBatch"]["properties"]["points"]["maxItems"] == 300
+        assert api.get("/api/runs").status_code == 200  # the default page (100) is cut to max_page
+        assert api.get("/api/runs", params={"limit": 50}).status_code == 200
+        r = api.get("/api/runs", params={"limit": 51})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
+        # Every operation declares what it may answer.
+        for path, operations in spec["paths"].items():
+            for method, op in operations.items():
+                codes = set(op["responses"])
+                if path.startswith("/api/runs"):
+                    assert {"422", "500", "503"} <= codes, (method, path, codes)
+                if "{run_id}" in path:
+                    assert "404" in codes, (method, path)
+                if method in ("post", "patch", "delete") and path != "/api/health":
+                    assert {"401", "413"} <= codes, (method, path, codes)
+        for path in ("/api/runs/{run_id}/finish", "/api/runs/{run_id}/stop", "/api/runs/{run_id}/metrics"):
+            assert "409" in spec["paths"][path]["post"]["responses"], path
+
+
+def test_string_settings_refuse_control_characters(api: httpx.Client) -> None:
+    r = api.post("/api/runs", json={"config": {**TINY_JOB, "strengths": "3.0,\t3.0"}})
+    assert r.status_code == 422 and "strengths" in r.json()["detail"][0]["msg"], r.text
+    assert "control character" in r.json()["detail"][0]["msg"]
