@@ -75,13 +75,23 @@ def _check_unique() -> None:
 _check_unique()
 
 
-def resolve(raw: Mapping[str, Any]) -> JobConfig:
-    """Validate a flat job config and fill defaults; raises SettingError naming what is allowed."""
+def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobConfig:
+    """Validate a flat job config and fill defaults; raises SettingError naming what is allowed.
+
+    Method settings that depend on the data (unimodal's `modality`) are checked against the
+    dataset's modality names when the config alone tells them. With `max_data_bytes`, a job whose
+    data would need more memory than that (the dataset's own estimate) is refused with the estimate.
+    """
     if "dataset" not in raw:
         raise SettingError(f"missing 'dataset'; allowed: {', '.join(DATASETS)}")
     if "method" not in raw:
         raise SettingError(f"missing 'method'; allowed: {', '.join(METHODS)}")
     ds_name, m_name = raw["dataset"], raw["method"]
+    for field, value, registry in (("dataset", ds_name, DATASETS), ("method", m_name, METHODS)):
+        if not isinstance(value, str):
+            raise SettingError(
+                f"'{field}' must be a name (a string), got {type(value).__name__}; allowed: {', '.join(registry)}"
+            )
     if ds_name not in DATASETS:
         raise SettingError(f"unknown dataset {ds_name!r}; allowed: {', '.join(DATASETS)}")
     if m_name not in METHODS:
@@ -109,8 +119,20 @@ def resolve(raw: Mapping[str, Any]) -> JobConfig:
         target[key] = setting.parse(value)
     data_cfg, method_cfg, trainer_cfg = (g[1] for g in groups)
     ds.check(data_cfg)
-    method.check(method_cfg, None)
+    method.check(method_cfg, ds.modality_names(data_cfg))
+    if max_data_bytes is not None:
+        need = ds.estimate_bytes(data_cfg)
+        if need is not None and need > max_data_bytes:
+            raise SettingError(
+                f"dataset {ds_name!r} with these settings needs about {_gib(need)} of memory to load, above "
+                f"the limit of {_gib(max_data_bytes)} (CGGM_MAX_JOB_DATA_BYTES on the server); "
+                "make it smaller (train_size, dim, modalities, ...)"
+            )
     return JobConfig(ds_name, m_name, data_cfg, method_cfg, trainer_cfg)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def catalog() -> dict[str, Any]:

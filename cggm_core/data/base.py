@@ -70,6 +70,23 @@ class Dataset:
     def load(cls, cfg: Mapping[str, Any], data_seed: int) -> MultimodalData:
         raise NotImplementedError
 
+    @classmethod
+    def modality_names(cls, cfg: Mapping[str, Any]) -> list[str] | None:
+        """The modalities `load(cfg)` will give, known from the config alone; None when only loading tells.
+
+        Lets `config.resolve` check dataset-dependent method settings (unimodal's `modality`)
+        when a job is queued, not after a worker has claimed it.
+        """
+        return None
+
+    @classmethod
+    def estimate_bytes(cls, cfg: Mapping[str, Any]) -> int | None:
+        """Peak memory `load(cfg)` needs, in bytes, from the config alone; None when unknown.
+
+        Lets a job whose data cannot fit be refused when it is queued, with the estimate.
+        """
+        return None
+
 
 def stratified_split(
     y: np.ndarray, fractions: tuple[float, float, float], seed: int
