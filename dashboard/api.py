@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from .series import Series, parse_series
+from .decode import Series, parse_series
 
 
 class BackendDown(Exception):

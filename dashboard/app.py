@@ -6,9 +6,6 @@ global message line, and the page container; pages live one per module in `dashb
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import dash
 from dash import Input, Output, dcc, html
 
@@ -17,7 +14,6 @@ from .api import BackendDown
 from .safety import BANNER_HIDDEN, BANNER_ID, BANNER_SHOWN, MESSAGE_ID
 
 HEALTH_INTERVAL_MS = 2000
-_ASSETS = Path(__file__).parent / "assets"
 
 # Read by pages at layout time (one dashboard per process, like the API client).
 settings: dict[str, int] = {"poll_interval_ms": 1000}
@@ -29,31 +25,14 @@ def create_app(api_url: str, poll_interval_ms: int = 1000, token: str | None = N
     api.configure(api_url, token=token)
     settings["poll_interval_ms"] = poll_interval_ms
     app = dash.Dash(
-        __name__,
+        "dashboard",  # the package: Dash imports dashboard/pages/*.py itself, as dashboard.pages.<name>
         use_pages=True,
-        pages_folder="",  # pages are imported below, as dashboard.pages.*, after the app exists
-        assets_folder=str(_ASSETS),
         title="CGGM Monitor",
         suppress_callback_exceptions=True,
     )
-    _import_pages()
     app.layout = _shell()
     _register_shell_callbacks(app)
     return app
-
-
-def _import_pages() -> None:
-    """Import each page module once; `dash.register_page` in it needs the app to exist first."""
-    for name in PAGE_MODULES:
-        module = importlib.import_module(f"dashboard.pages.{name}")
-        if module.__name__ not in dash.page_registry:
-            # A second app in one process (tests): the module was imported already; register again.
-            importlib.reload(module)
-        # Dash's own pages-folder import does this; register_page runs before `layout` is defined.
-        dash.page_registry[module.__name__]["layout"] = module.layout
-
-
-PAGE_MODULES = ("runs", "new_run", "run", "compare")
 
 
 def _shell() -> html.Div:

@@ -16,7 +16,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .series import Dominance, EmaState, Series, format_real, smooth, symlog, symlog_ticks
+from .decode import Series
+from .dominance import Dominance
+from .smoothing import EmaState, smooth
+from .symlog import format_real, symlog, symlog_ticks
 
 # Plotly's default qualitative palette, fixed here so that a modality keeps its colour everywhere.
 PALETTE = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .series import format_setting, parse_value_list
+from .configs import format_setting
+from .form_values import parse_value_list
 
 MAX_SWEEP_RUNS = 100
 

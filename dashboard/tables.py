@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any
 
-from .series import format_setting
+from .configs import format_setting
 
 # Trainer settings worth a column in every row; method settings are added per method from the catalog.
 KEY_TRAINER_SETTINGS = ("epochs", "seed", "lr", "batch_size")

@@ -10,8 +10,9 @@ from dash import Input, Output, State, dash_table, dcc, html
 
 from dashboard import api, figures
 from dashboard.components import panel, view_controls
+from dashboard.configs import differing_rows, differing_settings
+from dashboard.decode import Series
 from dashboard.safety import safe_callback
-from dashboard.series import Series, differing_rows, differing_settings
 from dashboard.tables import final_metrics, final_rows, run_label
 
 dash.register_page(__name__, path="/compare", title="Compare — CGGM Monitor", name="Compare")

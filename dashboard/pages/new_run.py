@@ -15,9 +15,10 @@ from dash import ALL, Input, Output, State, dcc, html
 
 from dashboard import api
 from dashboard.api import ApiError
+from dashboard.configs import format_setting
+from dashboard.form_values import convert
 from dashboard.forms import build_configs, settings_for
 from dashboard.safety import safe_callback
-from dashboard.series import convert, format_setting
 
 dash.register_page(__name__, path="/new", title="New run — CGGM Monitor", name="New run")
 

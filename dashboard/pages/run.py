@@ -1,8 +1,8 @@
 """Run page `/runs/<id>`: status, progress, Stop; dominance strip; a panel per metric family; config; log.
 
-One callback does both the full render (page load, view controls) and the live tick, so that a
-tick can never land on figures drawn for another view. A tick reads only points after the last
-step drawn per key and appends them with `Patch()`; the interval is disabled once the run ends.
+A full render (page load, view controls) and the live ticks are two callbacks with the same
+named outputs. A tick reads only points after the last step drawn per key (the `LiveState` in
+`run-live`) and appends them with `Patch()`; the interval is disabled once the run ends.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from dash.exceptions import PreventUpdate
 from dashboard import api, live
 from dashboard import app as app_module
 from dashboard.components import graph_id, panel, view_controls
+from dashboard.configs import format_setting
+from dashboard.live_state import LiveState, View
+from dashboard.panels import BY_ID, PANEL_IDS
+from dashboard.progress import timing
 from dashboard.safety import safe_callback
-from dashboard.series import format_setting
 
 dash.register_page(__name__, path_template="/runs/<run_id>", title="Run — CGGM Monitor", name="Run")
 
@@ -56,7 +59,7 @@ def layout(run_id: str | None = None, **_query: Any) -> html.Div:
             view_controls("run"),
             html.Ul(id="run-dominance-now"),
             panel("run-dominance"),
-            html.Div([panel(f"run-panel-{pid}", live.PANEL_TITLES[pid]) for pid in live.PANEL_IDS], className="panels"),
+            html.Div([panel(f"run-panel-{pid}", BY_ID[pid].title) for pid in PANEL_IDS], className="panels"),
             html.H3("Config"),
             dash_table.DataTable(
                 id="run-config",
@@ -92,139 +95,112 @@ def _patch(ops: list[live.Op]) -> Any:
     return p
 
 
-def _timing(run: dict[str, Any], fraction: float | None) -> str:
-    start = run.get("started_at")
-    if not start:
-        return "not started"
-    end = run.get("ended_at") or time.time()
-    elapsed = max(end - start, 0.0)
-    text = f"elapsed {_hms(elapsed)}"
-    if run.get("status") == "running" and fraction and 0 < fraction < 1:
-        text += f" · ETA {_hms(elapsed * (1 - fraction) / fraction)}"
-    return text
-
-
-def _hms(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _config_rows(run: dict[str, Any]) -> list[dict[str, str]]:
     return [{"setting": k, "value": format_setting(v)} for k, v in (run.get("config") or {}).items()]
 
 
-N_OUT = len(live.PANEL_IDS)
-
-
-OUTPUTS = [
-    *[Output(graph_id(f"run-panel-{pid}"), "figure") for pid in live.PANEL_IDS],
-    Output(graph_id("run-dominance"), "figure"),
-    Output("run-live", "data"),
-    Output("run-dominance-now", "children"),
-    Output("run-config", "data"),
-    Output("run-poll", "disabled"),
-    Output("run-title", "children"),
-    Output("run-status", "children"),
-    Output("run-status", "className"),
-    Output("run-progress", "children"),
-    Output("run-progress-bar", "value"),
-    Output("run-timing", "children"),
-    Output("run-error", "children"),
-    Output("run-log", "children"),
-    Output("run-stop", "disabled"),
-]
+OUTPUTS: dict[str, Output] = {
+    **{f"panel:{pid}": Output(graph_id(f"run-panel-{pid}"), "figure") for pid in PANEL_IDS},
+    "dominance": Output(graph_id("run-dominance"), "figure"),
+    "state": Output("run-live", "data"),
+    "dominance_now": Output("run-dominance-now", "children"),
+    "config": Output("run-config", "data"),
+    "poll_disabled": Output("run-poll", "disabled"),
+    "title": Output("run-title", "children"),
+    "status": Output("run-status", "children"),
+    "status_class": Output("run-status", "className"),
+    "progress": Output("run-progress", "children"),
+    "progress_value": Output("run-progress-bar", "value"),
+    "timing": Output("run-timing", "children"),
+    "error": Output("run-error", "children"),
+    "log": Output("run-log", "children"),
+    "stop_disabled": Output("run-stop", "disabled"),
+}
+VIEW_INPUTS = {"smoothing": "run-smoothing", "x_mode": "run-xmode", "log_y": "run-logy"}
 
 
 # Two callbacks on purpose: Dash drops the response of a callback when a newer request for the same
 # callback is sent, so a live tick arriving during a slow first render (a long run) used to throw
 # that render away, forever (bench/dashboard_load.py). The full render and the ticks are separate.
 @dash.callback(
-    *OUTPUTS,
-    Input("run-id", "data"),
-    Input("run-smoothing", "value"),
-    Input("run-xmode", "value"),
-    Input("run-logy", "value"),
-    State("run-live", "data"),
+    output=OUTPUTS,
+    inputs={
+        "run_id": Input("run-id", "data"),
+        **{name: Input(cid, "value") for name, cid in VIEW_INPUTS.items()},
+    },
 )
 @safe_callback
-def render_run(run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None):
-    return _update(run_id, smoothing, x_mode, log_y, state, full=True)
+def render_run(run_id: int, smoothing: float, x_mode: str, log_y: list[str]) -> dict[str, Any]:
+    view = View.from_controls(smoothing, x_mode, log_y)
+    client = api.client()
+    run = client.get_run(run_id)
+    wanted = live.wanted_keys(client.keys(run_id))
+    series = (
+        client.metrics(run_id, keys=wanted, max_points=MAX_POINTS, timeout_s=FULL_RENDER_TIMEOUT_S) if wanted else {}
+    )
+    figs, dom_fig, state = live.initial_render(series, view, run.get("started_at") or run.get("created_at"))
+    out = {f"panel:{pid}": figs[pid] for pid in PANEL_IDS}
+    out["dominance"] = dom_fig
+    out["config"] = _config_rows(run)
+    return {**out, **_status_outputs(client, run, state)}
 
 
 @dash.callback(
-    *[Output(o.component_id, o.component_property, allow_duplicate=True) for o in OUTPUTS],
-    Input("run-poll", "n_intervals"),
-    State("run-id", "data"),
-    State("run-smoothing", "value"),
-    State("run-xmode", "value"),
-    State("run-logy", "value"),
-    State("run-live", "data"),
+    output={name: Output(o.component_id, o.component_property, allow_duplicate=True) for name, o in OUTPUTS.items()},
+    inputs={
+        "_n": Input("run-poll", "n_intervals"),
+        "run_id": State("run-id", "data"),
+        **{name: State(cid, "value") for name, cid in VIEW_INPUTS.items()},
+        "state_doc": State("run-live", "data"),
+    },
     prevent_initial_call=True,
 )
 @safe_callback
-def tick_run(_n: int | None, run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None):
-    view = {"smoothing": float(smoothing or 0.0), "x_mode": x_mode or "step", "log_y": "log" in (log_y or [])}
-    if state is None or state.get("view") != view:
+def tick_run(
+    _n: int | None, run_id: int, smoothing: float, x_mode: str, log_y: list[str], state_doc: dict | None
+) -> dict[str, Any]:
+    view = View.from_controls(smoothing, x_mode, log_y)
+    state = LiveState.from_json(state_doc) if state_doc else None
+    if state is None or state.view != view:
         raise PreventUpdate  # the full render has not landed yet (or is being redone for a new view)
-    return _update(run_id, smoothing, x_mode, log_y, state, full=False)
-
-
-def _update(run_id: int, smoothing: float, x_mode: str, log_y: list[str], state: dict | None, full: bool) -> tuple:
     client = api.client()
     run = client.get_run(run_id)
-    active = run["status"] in ACTIVE
-    view = {"smoothing": float(smoothing or 0.0), "x_mode": x_mode or "step", "log_y": "log" in (log_y or [])}
-    if full:
-        keys = client.keys(run_id)
-        wanted = [k for k in keys if live.panel_of(k) is not None or k == live.EPOCH_KEY]
-        series = (
-            client.metrics(run_id, keys=wanted, max_points=MAX_POINTS, timeout_s=FULL_RENDER_TIMEOUT_S)
-            if wanted
-            else {}
-        )
-        t0 = run.get("started_at") or run.get("created_at")
-        figs, dom_fig, state = live.initial_render(series, view, t0)
-        state["events_after"] = 0
-        state["log"] = []
-        panel_out = [figs[pid] for pid in live.PANEL_IDS]
-        dom_out: Any = dom_fig
-        config_out: Any = _config_rows(run)
-    else:
-        assert state is not None
-        new: dict[str, Any] = {}
-        for since, keys in live.fetch_groups(state, client.keys(run_id)):
-            new.update(client.metrics(run_id, keys=keys, since_step=since))
-        ops, dom_ops, state = live.apply_update(state, new)
-        panel_out = [_patch(ops[pid]) for pid in live.PANEL_IDS]
-        dom_out = _patch(dom_ops)
-        config_out = dash.no_update
-    events = client.events(run_id, after_id=state.get("events_after", 0))
+    new: dict[str, Any] = {}
+    for since, keys in live.fetch_groups(state, client.keys(run_id)):
+        new.update(client.metrics(run_id, keys=keys, since_step=since))
+    ops, dom_ops = live.apply_update(state, new)
+    out: dict[str, Any] = {f"panel:{pid}": _patch(ops[pid]) for pid in PANEL_IDS}
+    out["dominance"] = _patch(dom_ops)
+    out["config"] = dash.no_update
+    return {**out, **_status_outputs(client, run, state)}
+
+
+def _status_outputs(client: api.ApiClient, run: dict[str, Any], state: LiveState) -> dict[str, Any]:
+    """The outputs both callbacks set from the run and the state: status, progress, timing, log."""
+    events = client.events(run["id"], after_id=state.events_after)
     if events:
-        state["events_after"] = events[-1]["id"]
+        state.events_after = events[-1]["id"]
         lines = [
             f"{time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['level']:7} {e['message']}" for e in events
         ]
-        state["log"] = (state.get("log", []) + lines)[-LOG_LINES:]
-    fraction, progress_text = live.progress(run.get("config") or {}, state["progress"])
+        state.log = (state.log + lines)[-LOG_LINES:]
+    fraction, progress_text = state.progress.fraction(run.get("config") or {})
     if run["status"] == "finished":
         fraction = 1.0
-    return (
-        *panel_out,
-        dom_out,
-        state,
-        [html.Li(line) for line in live.describe_now(state)],
-        config_out,
-        not active,
-        f"Run {run_id}: {run.get('name', '')}",
-        run["status"],
-        f"status status-{run['status']}",
-        progress_text,
-        fraction or 0,
-        _timing(run, fraction),
-        run.get("error") or "",
-        "\n".join(state.get("log", [])),
-        run["status"] not in ("queued", "running"),  # nothing left to stop
-    )
+    return {
+        "state": state.to_json(),
+        "dominance_now": [html.Li(line) for line in state.dom.describe_now()],
+        "poll_disabled": run["status"] not in ACTIVE,
+        "title": f"Run {run['id']}: {run.get('name', '')}",
+        "status": run["status"],
+        "status_class": f"status status-{run['status']}",
+        "progress": progress_text,
+        "progress_value": fraction or 0,
+        "timing": timing(run, fraction),
+        "error": run.get("error") or "",
+        "log": "\n".join(state.log),
+        "stop_disabled": run["status"] not in ("queued", "running"),  # nothing left to stop
+    }
 
 
 @dash.callback(

@@ -13,8 +13,14 @@ import pytest
 from cggm_core.config import catalog
 from dashboard import figures, live
 from dashboard.api import format_detail
+from dashboard.decode import Series
+from dashboard.dominance import Dominance
 from dashboard.forms import build_configs, settings_for
-from dashboard.series import Dominance, Series, smooth, symlog
+from dashboard.live_state import LiveState, View
+from dashboard.panels import panel_of
+from dashboard.progress import Progress
+from dashboard.smoothing import smooth
+from dashboard.symlog import symlog
 from dashboard.tables import final_rows, run_rows
 
 
@@ -125,66 +131,69 @@ def test_csv_export_writes_what_is_shown_with_real_values() -> None:
 
 # ---- live updates --------------------------------------------------------------------------------
 
-VIEW = {"smoothing": 0.0, "x_mode": "step", "log_y": False}
+VIEW = View()
 
 
 def test_live_update_appends_only_new_points_and_drops_repeats() -> None:
     _figs, _dom, state = live.initial_render(ACC, VIEW, t0=100.0)
-    assert state["last"] == {"acc/m0": 3, "acc/m1": 3}
-    state = copy.deepcopy(state)
+    assert state.last == {"acc/m0": 3, "acc/m1": 3}
+    state = LiveState.from_json(copy.deepcopy(state.to_json()))  # what the page's store gives back
     new = {"acc/m0": s([3, 4, 5], [0.9, 0.95, 0.97]), "acc/m1": s([4], [0.55])}
-    ops, dom_ops, state = live.apply_update(state, new)
+    ops, dom_ops = live.apply_update(state, new)
     assert ops["acc"] == [
         ("extend", 0, {"x": [4, 5], "y": [0.95, 0.97], "customdata": [0.95, 0.97]}),
         ("extend", 1, {"x": [4], "y": [0.55], "customdata": [0.55]}),
     ]
-    assert state["last"] == {"acc/m0": 5, "acc/m1": 4}
+    assert state.last == {"acc/m0": 5, "acc/m1": 4}
     # Step 4 is complete for both modalities: m0 leads by 0.40; step 5 waits for m1.
     assert dom_ops == [("extend", 0, {"x": [4], "y": ["accuracy"], "customdata": ["+0.400"]})]
-    again, _, _ = live.apply_update(state, new)  # the same read twice appends nothing
+    again, _ = live.apply_update(state, new)  # the same read twice appends nothing
     assert again["acc"] == []
+    # The buffered step 5 survives the store's JSON round trip and completes with m1's point.
+    state = LiveState.from_json(state.to_json())
+    _, dom_ops = live.apply_update(state, {"acc/m1": s([5], [0.5])})
+    assert dom_ops == [("extend", 0, {"x": [5], "y": ["accuracy"], "customdata": ["+0.470"]})]
 
 
 def test_live_update_continues_the_smoothed_curve_exactly() -> None:
-    view = {**VIEW, "smoothing": 0.6}
+    view = View(smoothing=0.6)
     full = {"acc/m0": s([1, 2, 3, 4], [0.2, 0.6, 0.9, 0.4])}
     _, _, state = live.initial_render({"acc/m0": s([1, 2], [0.2, 0.6])}, view, t0=None)
-    ops, _, _ = live.apply_update(state, {"acc/m0": s([3, 4], [0.9, 0.4])})
+    state = LiveState.from_json(state.to_json())
+    ops, _ = live.apply_update(state, {"acc/m0": s([3, 4], [0.9, 0.4])})
     smooth_op = next(op for op in ops["acc"] if op[1] == 1)
     assert smooth_op[2]["y"] == pytest.approx(smooth(full["acc/m0"].values, 0.6)[0][2:])
 
 
 def test_live_update_adds_a_trace_for_a_new_key_and_tracks_progress() -> None:
     _, _, state = live.initial_render(ACC, VIEW, t0=None)
-    ops, _, state = live.apply_update(
-        state, {"val/acc": s([4], [0.8]), "epoch": s([4], [1.0]), "coef/m0": s([4], [-3.0e7])}
-    )
+    ops, _ = live.apply_update(state, {"val/acc": s([4], [0.8]), "epoch": s([4], [1.0]), "coef/m0": s([4], [-3.0e7])})
     assert ops["val"][0][0] == "add" and ops["val"][0][1]["meta"]["key"] == "val/acc"
-    assert state["plans"]["val"] == [["val/acc", "raw"]]
+    assert state.plans["val"] == [["val/acc", "raw"]]
     layout_ops = {op[1]: op[2] for op in ops["coef"] if op[0] == "layout"}
     assert "B<0: 1" in layout_ops["title.text"] and "-1e7" in layout_ops["yaxis.ticktext"]
-    assert state["progress"] == {"epoch": 1, "epoch1_step": 4, "step": 4}
-    assert live.progress({"epochs": 3}, state["progress"]) == (pytest.approx(4 / 12), "epoch 1/3 · step 4/12")
+    assert state.progress == Progress(epoch=1, epoch1_step=4, step=4, epoch_last=4)
+    assert state.progress.fraction({"epochs": 3}) == (pytest.approx(4 / 12), "epoch 1/3 · step 4/12")
 
 
 def test_progress_before_the_first_epoch_uses_train_size() -> None:
-    frac, text = live.progress({"epochs": 2, "train_size": 256, "batch_size": 64}, {"epoch": 0, "step": 2})
+    frac, text = Progress(epoch=0, step=2).fraction({"epochs": 2, "train_size": 256, "batch_size": 64})
     assert frac == pytest.approx(2 / 8) and text == "epoch 0/2 · step 2/8"
 
 
 def test_fetch_groups_read_each_key_from_its_own_last_step() -> None:
-    state = {"last": {"acc/m0": 10, "acc/m1": 10, "val/acc": 8}}
+    state = LiveState(view=VIEW, t0=None, plans={}, last={"acc/m0": 10, "acc/m1": 10, "val/acc": 8})
     groups = live.fetch_groups(state, ["acc/m0", "acc/m1", "val/acc", "cos/m0", "test/acc", "epoch"])
     assert groups == [(None, ["cos/m0", "epoch"]), (8, ["val/acc"]), (10, ["acc/m0", "acc/m1"])]
 
 
 def test_panels_route_every_key_family() -> None:
-    assert live.panel_of("acc/m0") == "acc"
-    assert live.panel_of("grad_norm/m0") == "grad_norm"
-    assert live.panel_of("coef/m1") == "coef"
-    assert live.panel_of("loss/gm") == "losses" and live.panel_of("train/loss") == "losses"
-    assert live.panel_of("val/contrib/m0") == "contrib" and live.panel_of("val/acc") == "val"
-    assert live.panel_of("probe/acc/m0") is None
+    assert panel_of("acc/m0") == "acc"
+    assert panel_of("grad_norm/m0") == "grad_norm"
+    assert panel_of("coef/m1") == "coef"
+    assert panel_of("loss/gm") == "losses" and panel_of("train/loss") == "losses"
+    assert panel_of("val/contrib/m0") == "contrib" and panel_of("val/acc") == "val"
+    assert panel_of("probe/acc/m0") is None
 
 
 # ---- tables, forms, API errors --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pure transforms: smoothing, symlog, dominance, settings that differ, value parsing."""
+"""Pure transforms: decoding, smoothing, symlog, dominance, settings that differ, value parsing."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import math
 
 import pytest
 
-from dashboard.series import (
-    EmaState,
-    Series,
-    decode_value,
-    differing_rows,
-    differing_settings,
-    dominance,
-    parse_series,
-    parse_value_list,
-    smooth,
-    symlog,
-    symlog_ticks,
-)
+from dashboard.configs import differing_rows, differing_settings
+from dashboard.decode import Series, decode_value, parse_series
+from dashboard.dominance import dominance
+from dashboard.form_values import parse_value_list
+from dashboard.smoothing import EmaState, smooth
+from dashboard.symlog import symlog, symlog_ticks
 
 
 def test_debiased_ema_matches_hand_computed_values() -> None:
