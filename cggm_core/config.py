@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import keys
 from .data import DATASETS
 from .methods import METHODS
 from .settings import Setting, SettingError
@@ -115,6 +116,7 @@ def catalog() -> dict[str, Any]:
             {"name": m.name, "help": m.help, "settings": [s.to_json() for s in m.settings]} for m in METHODS.values()
         ],
         "trainer": [s.to_json() for s in TRAINER_SETTINGS],
+        "keys": keys.catalog(),  # metric key families: the dashboard's panels
     }
 
 
