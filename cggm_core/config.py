@@ -9,7 +9,7 @@ types, defaults and bounds) is generated from the registries for the CLI and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import keys
@@ -39,6 +39,12 @@ TRAINER_SETTINGS: list[Setting] = [
     ),
     Setting("linear_probe", "bool", True, "train a linear probe on each frozen encoder at the end"),
     Setting("probe_steps", "int", 300, "full-batch steps of each linear probe", min=1, max=100_000),
+]
+# Folded in forms ("advanced" in the catalog): rarely changed.
+_ADVANCED = {"data_seed", "weight_decay", "aux_lr_ratio", "clip", "hidden", "feat_dim", "head_hidden", "log_every"}
+_ADVANCED |= {"shapley_max_modalities", "probe_steps"}
+TRAINER_SETTINGS = [
+    replace(s, extra={**s.extra, "advanced": True}) if s.name in _ADVANCED else s for s in TRAINER_SETTINGS
 ]
 TRAINER_BY_NAME = {s.name: s for s in TRAINER_SETTINGS}
 

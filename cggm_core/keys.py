@@ -47,7 +47,7 @@ class KeyFamily:
     scale: Scale = "linear"
     when: When = "step"
     source: str = "probe"  # "probe" (every method), "task", or the method's registry name
-    better: Better | None = None  # for tables: which end of the range is good
+    better: Better | None = None  # for tables: which end is good (None: the task metric in the key says)
     show: bool = True  # False: bookkeeping (the epoch counter), not a chart
 
     @property
@@ -83,7 +83,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     F("cos", ("cos/{m}",), "cos/* — cos(g_m, g_Ω)"),
     F("losses", ("train/loss", "loss/{name}"), "losses — fused task loss and the training loss", "log", better="min"),
     F("loss_aux", ("loss/aux/{m}",), "loss/aux/* — aux-head loss per modality", "log", better="min"),
-    F("train", ("train/{metric}",), "train/* — fused model on the batch", source="task", better="max"),
+    F("train", ("train/{metric}",), "train/* — fused model on the batch", source="task"),
     F("acc_gap", ("imbalance/acc_gap",), "imbalance/acc_gap — max ε − min ε"),
     F("grad_ratio", ("imbalance/grad_ratio",), "imbalance/grad_ratio — max / min encoder gradient norm", "log"),
     # -- each validation
@@ -96,9 +96,8 @@ FAMILIES: tuple[KeyFamily, ...] = (
         "linear",
         "epoch",
         "task",
-        "max",
     ),
-    F("val", ("val/{metric}",), "val/* — fused model on validation", "linear", "epoch", "task", "max"),
+    F("val", ("val/{metric}",), "val/* — fused model on validation", "linear", "epoch", "task"),
     F("epoch", ("epoch",), "epochs done", when="epoch", show=False),
     # -- once, at the end of the run (the summary card, not a chart)
     F("test", ("test/loss", "test/{metric}"), "test/* — fused model on the test split", when="end", source="task"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,8 +38,23 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--port {args.port}: expected 1..65535")
     app = create_app(args.api, poll_interval_ms=args.poll_ms, token=args.token)
     print(f"dashboard on http://{args.host}:{args.port} (backend {args.api})", flush=True)
-    app.run(host=args.host, port=args.port, debug=False)
+    serve(app.server, args.host, args.port)
     return 0
+
+
+# Threads serve Dash's callbacks side by side: a page's first render, its ticks, the health poll
+# and other pages. A tick waits on the backend, not the CPU, so more threads than cores is right.
+SERVER_THREADS = 16
+
+
+def serve(wsgi_app: Any, host: str, port: int) -> None:
+    """A production WSGI server (waitress), not Flask's development server that `Dash.run` uses."""
+    import logging
+
+    from waitress import create_server
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    create_server(wsgi_app, host=host, port=port, threads=SERVER_THREADS).run()
 
 
 def main(argv: list[str] | None = None) -> int:

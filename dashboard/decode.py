@@ -31,6 +31,7 @@ class Series:
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    count: int | None = None  # points stored, when the backend says (a downsampled read holds fewer)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Series:
@@ -38,6 +39,7 @@ class Series:
             steps=[int(s) for s in doc.get("steps", [])],
             values=[decode_value(v) for v in doc.get("values", [])],
             times=[float(t) for t in doc.get("times", [])],
+            count=int(doc["count"]) if isinstance(doc.get("count"), int) else None,
         )
 
     def __len__(self) -> int:

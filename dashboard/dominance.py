@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .decode import Series
 
@@ -67,13 +67,74 @@ def _margin(metric: str, lead: float, second: float) -> float:
     return lead - second
 
 
-def describe_dominance(d: Dominance) -> str:
-    now = d.now()
-    if now is None:
-        return f"{d.metric}: no data yet"
-    lead, margin = now
-    if d.metric == "grad_norm":
-        by = "∞" if math.isinf(margin) else f"×{margin:.2f}"
-        return f"grad norm: {lead} leads {by}"
-    share = d.leaders.count(lead) / len(d.leaders)
-    return f"accuracy: {lead} leads by {margin:+.3f} (leads at {share:.0%} of steps)"
+def format_margin(metric: str, margin: float | None) -> str:
+    if margin is None or not math.isfinite(margin):
+        return "×∞" if metric == "grad_norm" else "?"
+    if metric == "grad_norm":
+        return f"×{margin:.3g}"
+    return f"{margin:+.3f}"
+
+
+ROW_NAMES = {"acc": "accuracy", "grad_norm": "grad norm"}
+
+
+@dataclass
+class DominanceTally:
+    """Exact share of steps each modality led, folded in as points arrive (full resolution).
+
+    A step is judged once every modality has reported it: points of one step may arrive in two
+    reads, so incomplete steps wait in `pending` (those older than a judged step never complete).
+    """
+
+    metric: str
+    modalities: list[str] = field(default_factory=list)
+    pending: dict[int, dict[str, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    judged: int = 0
+    now: tuple[str, float] | None = None  # newest leader and margin
+    last_step: int | None = None
+
+    def fold(self, series: Mapping[str, Series]) -> None:
+        for m in modalities_of(series, self.metric):
+            if m not in self.modalities:
+                self.modalities.append(m)
+                self.modalities.sort()
+        for key, s in series.items():
+            head, _, m = key.partition("/")
+            if head != self.metric or "/" in m:
+                continue
+            for step, v in zip(s.steps, s.values, strict=False):
+                self.pending.setdefault(step, {})[m] = v
+        if len(self.modalities) < 2:
+            return
+        as_series: dict[str, Series] = {}
+        for step in sorted(self.pending):
+            for m, v in self.pending[step].items():
+                s = as_series.setdefault(f"{self.metric}/{m}", Series())
+                s.steps.append(step)
+                s.values.append(v)
+                s.times.append(0.0)
+        d = dominance(as_series, self.metric)
+        for lead in d.leaders:
+            self.counts[lead] = self.counts.get(lead, 0) + 1
+        self.judged += len(d.steps)
+        if d.steps:
+            self.now = (d.leaders[-1], d.margins[-1])
+            self.last_step = d.steps[-1]
+        done = set(d.steps)
+        for step in list(self.pending):
+            complete = len(self.pending[step]) == len(self.modalities)
+            if step in done or complete or (self.last_step is not None and step < self.last_step):
+                del self.pending[step]
+
+    def describe(self) -> str:
+        """'accuracy: kar leads by +0.458 now (led 96% of steps)'."""
+        name = ROW_NAMES.get(self.metric, self.metric)
+        if self.now is None:
+            return f"{name}: no data yet"
+        lead, margin = self.now
+        share = self.counts.get(lead, 0) / max(self.judged, 1)
+        return f"{name}: {lead} leads by {format_margin(self.metric, margin)} now (led {share:.0%} of steps)"
+
+    def shares(self) -> dict[str, float]:
+        return {m: self.counts.get(m, 0) / self.judged for m in self.modalities} if self.judged else {}

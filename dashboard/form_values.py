@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -36,11 +38,53 @@ def convert(text: Any, kind: str) -> Any:
         if t in ("false", "0", "no", "off"):
             return False
         raise ValueError(f"{text!r} is not a boolean")
-    if kind == "int":
-        f = float(text)
+    if kind in ("int", "float"):
+        try:
+            f = float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{text!r} is not a number") from None
+        # float() reads "nan", "inf", "1e999": a setting needs a finite number (and JSON has no NaN).
+        if not math.isfinite(f):
+            raise ValueError(f"{text!r} is not a finite number")
+        if kind == "float":
+            return f
         if not f.is_integer():
             raise ValueError(f"{text!r} is not an integer")
         return int(f)
-    if kind == "float":
-        return float(text)
     return str(text)
+
+
+def check_setting(setting: Mapping[str, Any], raw: Any) -> tuple[Any, str | None]:
+    """(value, None) or (None, message) for one form field: type, finiteness, choices, bounds.
+
+    The message is what the form shows beside the field; the backend checks again on POST.
+    """
+    kind = str(setting.get("type", "str"))
+    if isinstance(raw, list):  # a multi-select (a comma list such as views)
+        raw = ",".join(str(x) for x in raw)
+    if raw is None or (isinstance(raw, str) and not raw.strip() and kind != "str"):
+        return None, None  # empty: the default applies
+    try:
+        value = convert(raw, kind)
+    except ValueError as e:
+        return None, str(e)
+    choices = setting.get("choices")
+    if choices and value not in choices:
+        return None, f"{value!r} is not one of {', '.join(map(str, choices))}"
+    multi = setting.get("multi_choices")
+    if multi and isinstance(value, str):
+        unknown = [v for v in value.split(",") if v and v not in multi]
+        if unknown:
+            return None, f"unknown: {', '.join(unknown)}; allowed: {', '.join(multi)}"
+        if not [v for v in value.split(",") if v]:
+            return None, "choose at least one"
+    lo, hi = setting.get("min"), setting.get("max")
+    if kind in ("int", "float") and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        return None, f"{raw} is outside [{_bound(lo, '−∞')}, {_bound(hi, '∞')}]"
+    return value, None
+
+
+def _bound(v: Any, missing: str) -> str:
+    if v is None:
+        return missing
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"

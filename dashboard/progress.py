@@ -56,16 +56,30 @@ class Progress:
         return self.epoch / epochs, f"epoch {self.epoch}/{epochs} · step {step}"
 
 
-def timing(run: Mapping[str, Any], fraction: float | None, now: float | None = None) -> str:
-    """'elapsed 0:01:05 · ETA 0:00:30' (ETA only while running)."""
+def run_timing(run: Mapping[str, Any], fraction: float | None, now: float | None = None) -> str:
+    """'elapsed 0:01:05 · ETA 0:00:30' (ETA only while running).
+
+    A `lost` run stopped at its last heartbeat: its elapsed time ends there, and the text says
+    since when nothing has been heard from its worker.
+    """
     start = run.get("started_at")
     if not start:
         return "not started"
-    end = run.get("ended_at") or (now if now is not None else time.time())
+    now = now if now is not None else time.time()
+    lost = run.get("status") == "lost"
+    end = run.get("ended_at") or (run.get("heartbeat_at") if lost else None) or now
     elapsed = max(end - start, 0.0)
     text = f"elapsed {hms(elapsed)}"
     if run.get("status") == "running" and fraction and 0 < fraction < 1:
         text += f" · ETA {hms(elapsed * (1 - fraction) / fraction)}"
+    if lost:
+        worker = run.get("worker") or "its worker"
+        beat = run.get("heartbeat_at")
+        if beat:
+            at = time.strftime("%H:%M:%S", time.localtime(beat))
+            text += f" · lost: no heartbeat from {worker} since {at} ({hms(max(now - beat, 0.0))} ago)"
+        else:
+            text += f" · lost: {worker} never sent a heartbeat"
     return text
 
 
