@@ -29,7 +29,7 @@ from dash import (
 from dashboard import api, catalog
 from dashboard import app as app_module
 from dashboard.api import ApiError
-from dashboard.components import chart_panel, export_href, query_choice, view_controls
+from dashboard.components import GRAPH_CONFIG, chart_panel, export_href, query_choice, view_controls
 from dashboard.configs import format_setting
 from dashboard.decode import Series
 from dashboard.digest import DIGESTS
@@ -85,7 +85,9 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
             view_controls("run", query),
             html.Ul(id="run-dominance-now"),
             html.Div(
-                dcc.Graph(id={"type": "run-strip", "name": "run-dominance"}, figure={"layout": {"height": 180}}),
+                dcc.Graph(
+                    id={"type": "run-strip", "name": "run-dominance"}, config=GRAPH_CONFIG, figure={"layout": {"height": 180}}
+                ),
                 className="panel",
             ),
             html.Div(id="run-panels", className="panels"),
