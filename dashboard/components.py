@@ -95,6 +95,8 @@ def chart_panel(graph_type: str, name: str, *, scale: str, csv_href: str | None)
                 config=GRAPH_CONFIG,
                 figure={"layout": {"height": 300}},
             ),
+            # Set by the browser when a panel far down the page comes into view (assets/cggm_dash.js).
+            dcc.Store(id={"type": f"{graph_type}-vis", "name": name}),
         ],
         className="panel",
     )

@@ -9,6 +9,37 @@
   const NO = () => window.dash_clientside.no_update;
   // What each graph last drew, so that a tick redraws only the panels whose series grew.
   const drawn = {};
+  const watching = {};
+
+  // Dash renders a dict id as its JSON with sorted keys.
+  function domId(id) {
+    return JSON.stringify(Object.keys(id).sort().reduce((o, k) => ((o[k] = id[k]), o), {}));
+  }
+
+  // A panel more than a screen away is drawn when it comes near (a redraw of every panel on each
+  // toggle or tick would cost the ones in view their speed). Its `<type>-vis` store wakes its callback.
+  function farAway(gid) {
+    const el = document.getElementById(domId(gid));
+    if (!el || !("IntersectionObserver" in window)) return false;
+    const r = el.getBoundingClientRect();
+    const h = window.innerHeight || 1000;
+    if (r.bottom > -h && r.top < 2 * h) return false;
+    const key = gid.type + "|" + gid.name;
+    if (!watching[key]) {
+      watching[key] = new IntersectionObserver(
+        (entries) => {
+          if (!entries.some((e) => e.isIntersecting)) return;
+          watching[key].disconnect();
+          delete watching[key];
+          const vis = { type: gid.type.replace(/graph$/, "vis"), name: gid.name };
+          window.dash_clientside.set_props(vis, { data: Date.now() });
+        },
+        { rootMargin: "100% 0px 100% 0px" },
+      );
+      watching[key].observe(el);
+    }
+    return true;
+  }
 
   function draw(data, gid, view) {
     if (!data || !data.panels) return NO();
@@ -17,6 +48,7 @@
     const key = gid.type + "|" + gid.name;
     const memo = JSON.stringify([data.token, (data.panel_rev || {})[spec.id] || 0, view, spec]);
     if (drawn[key] === memo) return NO();
+    if (farAway(gid)) return NO();
     drawn[key] = memo;
     return P().buildFigure(spec, data, view);
   }
@@ -35,7 +67,7 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     cggm: {
-      drawRunPanel: function (data, smoothing, xMode, scale, digest, gid) {
+      drawRunPanel: function (data, smoothing, xMode, scale, digest, _vis, gid) {
         if (!data || !data.panels) return NO();
         const spec = data.panels.find((p) => p.id === gid.name);
         const stats = spec && spec.title_from && digest && digest[spec.title_from] ? digest[spec.title_from] : "";
@@ -44,7 +76,7 @@
         return draw(data, gid, { smoothing: Number(smoothing) || 0, x: xMode || "step", scale: scale, extraTitle: extra });
       },
 
-      drawComparePanel: function (data, smoothing, xMode, scale, shared, bandHow, gid) {
+      drawComparePanel: function (data, smoothing, xMode, scale, shared, bandHow, _vis, gid) {
         return draw(data, gid, {
           smoothing: Number(smoothing) || 0,
           x: xMode || "step",

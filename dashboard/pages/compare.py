@@ -316,6 +316,7 @@ clientside_callback(
     Input({"type": "cmp-scale", "name": MATCH}, "value"),
     Input("cmp-shared", "value"),
     Input("cmp-band", "value"),
+    Input({"type": "cmp-vis", "name": MATCH}, "data"),
     State({"type": "cmp-graph", "name": MATCH}, "id"),
 )
 

@@ -9,6 +9,8 @@ response it applied) and the text outputs that changed; the interval stops when 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -65,6 +67,7 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
             dcc.Store(id="run-ack"),
             dcc.Store(id="run-reload"),
             dcc.Store(id="run-digest"),
+            dcc.Store(id="run-summary-hash"),
             dcc.Store(id="run-url"),
             dcc.Interval(id="run-poll", interval=app_module.settings["poll_interval_ms"], disabled=True),
             dcc.Interval(id="run-summary-poll", interval=SUMMARY_POLL_MS, disabled=True),
@@ -86,7 +89,9 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
             html.Ul(id="run-dominance-now"),
             html.Div(
                 dcc.Graph(
-                    id={"type": "run-strip", "name": "run-dominance"}, config=GRAPH_CONFIG, figure={"layout": {"height": 180}}
+                    id={"type": "run-strip", "name": "run-dominance"},
+                    config=GRAPH_CONFIG,
+                    figure={"layout": {"height": 180}},
                 ),
                 className="panel",
             ),
@@ -339,17 +344,19 @@ def tick_run(_n: int | None, ack: dict[str, Any] | None, run_id: int) -> dict[st
     Output("run-summary", "children"),
     Output("run-digest", "data"),
     Output("run-dominance-now", "children"),
+    Output("run-summary-hash", "data"),
     Input("run-id", "data"),
     Input("run-summary-poll", "n_intervals"),
     Input("run-status", "children"),
+    State("run-summary-hash", "data"),
 )
-def refresh_summary(run_id: int, _n: int | None, _status: str | None):
+def refresh_summary(run_id: int, _n: int | None, _status: str | None, sent_hash: str | None):
     client = api.client()
     try:
         run = client.get_run(run_id)
     except ApiError as e:
         if e.status == 404:
-            return [], {}, []
+            return [], {}, [], None
         raise
     families = catalog.families()
     keys = client.keys(run_id)
@@ -357,7 +364,12 @@ def refresh_summary(run_id: int, _n: int | None, _status: str | None):
     digest.refresh(client, keys, finished=run["status"] not in ACTIVE)
     doc = digest.to_json()
     latest = client.latest(run_id) if not run.get("summary") else {}
-    return summary_card(run, digest, families, latest), doc, [html.Li(line) for line in doc["now"]]
+    card = summary_card(run, digest, families, latest)
+    # Sent again only when it changed: a running run's page asks every few seconds.
+    digest_hash = hashlib.sha1(json.dumps([doc, repr(card)], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if digest_hash == sent_hash:
+        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
+    return card, doc, [html.Li(line) for line in doc["now"]], digest_hash
 
 
 @dash.callback(
@@ -390,6 +402,7 @@ clientside_callback(
     Input("run-xmode", "value"),
     Input({"type": "run-scale", "name": MATCH}, "value"),
     Input("run-digest", "data"),
+    Input({"type": "run-vis", "name": MATCH}, "data"),
     State({"type": "run-graph", "name": MATCH}, "id"),
 )
 

@@ -59,9 +59,14 @@ def graph_selector(graph: str) -> str:
 
 
 def plotly_data(page: Any, graph: str, expr: str = "gd.data") -> Any:
-    """Evaluate `expr` (with `gd`: the graph's plotly div) in the page; None before plotly has drawn."""
+    """Evaluate `expr` (with `gd`: the graph's plotly div) in the page; None before plotly has drawn.
+
+    The graph is scrolled into view first, as a user would look at it: panels far down the page
+    are drawn only when they come near.
+    """
     return page.evaluate(
         f"""(sel) => {{ const el = document.querySelector(sel);
+                      if (el) el.scrollIntoView({{block: 'nearest'}});
                       const gd = el && el.querySelector('.js-plotly-plot');
                       return gd && gd.data ? ({expr}) : null; }}""",
         graph_selector(graph),

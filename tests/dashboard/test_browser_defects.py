@@ -57,7 +57,9 @@ def summary(val: float, probe: dict[str, float]) -> dict[str, Any]:
 
 def set_slider(page: Any, slider_id: str, value: float, top: float = 0.99) -> None:
     """Click the slider's track where `value` is (Dash 4's marks do not take clicks themselves)."""
-    box = page.locator(f"#{slider_id} .dash-slider-track").bounding_box()
+    track = page.locator(f"#{slider_id} .dash-slider-track")
+    track.scroll_into_view_if_needed()
+    box = track.bounding_box()
     inset = 8  # the thumb's radius: the track's ends are the thumb's centre at min and max
     page.mouse.click(box["x"] + inset + (box["width"] - 2 * inset) * value / top, box["y"] + box["height"] / 2)
 
