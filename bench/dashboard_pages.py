@@ -56,7 +56,8 @@ RUN_GRAPHS = 15
 
 READY_JS = """(spec) => {
   window.__loaded = null;
-  const plotted = () => Array.from(document.querySelectorAll('#_pages_content .js-plotly-plot'));
+  // Charts on the page (a hidden one, e.g. Compare's plotly preloader, is not one).
+  const plotted = () => Array.from(document.querySelectorAll('#_pages_content .js-plotly-plot')).filter(gd => gd.offsetParent !== null);
   const drawn = (gd) => gd.data && gd.data.length && gd._fullData && gd._fullData.length === gd.data.length
                         && gd.data.some(t => (t.x && t.x.length > 0) || t.dimensions);
   const ok = () => {
@@ -80,7 +81,7 @@ READY_JS = """(spec) => {
 ALL_PANELS_JS = """() => new Promise((resolve) => {
   const drawn = (gd) => gd.data && gd.data.length && gd._fullData && gd._fullData.length === gd.data.length
                         && gd.data.some(t => (t.x && t.x.length > 0) || t.dimensions);
-  const gds = Array.from(document.querySelectorAll('#_pages_content .js-plotly-plot'));
+  const gds = Array.from(document.querySelectorAll('#_pages_content .js-plotly-plot')).filter(gd => gd.offsetParent !== null);
   let i = 0;
   const timer = setInterval(() => {
     const next = gds.find(gd => !drawn(gd));

@@ -509,9 +509,19 @@
       }
     }
     const out = Object.assign({}, data, { series: series, seq: delta.seq, rev: (data.rev || 0) + 1 });
-    if (delta.runs) {
+    if (delta.epochs) {
+      // New epoch-end points: a new run context (its step → epoch map is rebuilt on first use).
       const runs = Object.assign({}, data.runs);
-      for (const rid of Object.keys(delta.runs)) runs[rid] = Object.assign({}, runs[rid] || {}, delta.runs[rid]);
+      for (const rid of Object.keys(delta.epochs)) {
+        const old = runs[rid] || {};
+        const ep = old.epochs || { s: [], v: [] };
+        const add = delta.epochs[rid];
+        const last = ep.s.length ? ep.s[ep.s.length - 1] : -Infinity;
+        const keep = add.s.map((st, i) => i).filter((i) => add.s[i] > last);
+        runs[rid] = Object.assign({}, old, {
+          epochs: { s: ep.s.concat(keep.map((i) => add.s[i])), v: ep.v.concat(keep.map((i) => add.v[i])) },
+        });
+      }
       out.runs = runs;
     }
     if (delta.panels) {

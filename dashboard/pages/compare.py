@@ -48,6 +48,14 @@ def layout(runs: str | None = None, **query: Any) -> html.Div:
             dcc.Store(id="cmp-query", data=dict(query)),
             dcc.Store(id="cmp-data"),
             dcc.Store(id="cmp-url"),
+            # Every chart here comes with the first callback's answer; this one, empty and hidden, is in
+            # the layout so that plotly.js (~1 s to load and compile here) starts loading at once.
+            dcc.Graph(
+                id="cmp-preload",
+                style={"display": "none"},
+                config={"displayModeBar": False},
+                figure={"data": [], "layout": {}},
+            ),
             view_controls(
                 "cmp",
                 query,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import dash
 from dash import (
@@ -20,7 +21,6 @@ from dash import (
     ClientsideFunction,
     Input,
     Output,
-    Patch,
     State,
     clientside_callback,
     dash_table,
@@ -192,9 +192,15 @@ FULL_OUTPUTS: dict[str, Output] = {
         "_reload": Input("run-reload", "data"),
         "_backend": Input("backend-epoch", "data"),
         "query": State("run-query", "data"),
+        "search": State("run-url", "data"),
     },
 )
-def render_run(run_id: int, _reload: Any, _backend: Any, query: dict[str, Any] | None) -> dict[str, Any]:
+def render_run(
+    run_id: int, _reload: Any, _backend: Any, query: dict[str, Any] | None, search: str | None
+) -> dict[str, Any]:
+    # Rendered again (a new panel, a restart): the view as the address bar has it now.
+    if search is not None:
+        query = {k: v[-1] for k, v in parse_qs(search).items()}
     client = api.client()
     try:
         run = client.get_run(run_id)
@@ -257,13 +263,11 @@ def render_run(run_id: int, _reload: Any, _backend: Any, query: dict[str, Any] |
     }
 
 
-# A tick has two outputs only: Dash sends every output's id up with each request (allow_duplicate
-# makes each id longer still), so the text outputs travel inside the delta and the browser sets
-# them (set_props in cggm_dash.js merge), only those that changed.
-TICK_OUTPUTS: dict[str, Output] = {
-    "delta": Output("run-delta", "data"),
-    "panels": Output("run-panels", "children", allow_duplicate=True),
-}
+# A tick has one output: Dash sends every output's id up with each request, so the text outputs
+# travel inside the delta and the browser sets them (set_props in cggm_dash.js merge), only those
+# that changed. A family seen for the first time needs a new panel: the page renders again (a
+# component added by a tick would be added twice when two ticks started from one state).
+TICK_OUTPUTS: dict[str, Output] = {"delta": Output("run-delta", "data")}
 
 
 @dash.callback(
@@ -304,14 +308,12 @@ def tick_run(_n: int | None, ack: dict[str, Any] | None, run_id: int) -> dict[st
         keys_now = [k for k in last if k != EPOCH_KEY]
         notes = {t["sid"]: spec["note"] for spec in base.specs.values() for t in spec["traces"] if spec["note"]}
         specs = {spec["id"]: spec for spec in run_panels(families, keys_now, notes)}
+        if set(specs) - set(base.specs):
+            out["delta"] = {"reload": True}
+            return out
         changed = [spec for pid, spec in specs.items() if base.specs.get(pid) != spec]
         if changed:
             delta["panels"] = changed
-            added = [spec for spec in changed if spec["id"] not in base.specs]
-            if added:
-                panels = Patch()
-                panels.extend(_panel_components(run_id, added, {}))
-                out["panels"] = panels
         dom = dominance_spec(families, keys_now)
         if dom != base.dominance:
             delta["dominance"] = dom

@@ -152,3 +152,17 @@ def test_merge_appends_only_points_after_the_last_drawn_step(js: Any) -> None:
     assert merged["series"]["acc/m0"]["s"] == [1, 2, 3]  # step 2 is not drawn twice
     assert merged["series"]["acc/m1"]["s"] == [2, 3]
     assert merged["seq"] == 1 and merged["panel_rev"] == {"p": 1}
+
+
+def test_merge_appends_new_epochs_to_the_run_context(js: Any) -> None:
+    data = {
+        "token": "t",
+        "seq": 0,
+        "run_id": 1,
+        "series": {},
+        "panels": [],
+        "runs": {"1": {"t0": 5, "epochs": {"s": [10], "v": [1]}}},
+    }
+    delta = {"token": "t", "base": 0, "seq": 1, "groups": [], "epochs": {"1": {"s": [10, 20], "v": [1, 2]}}}
+    merged = js("P.mergeDelta(arg.data, arg.delta)", {"data": data, "delta": delta})
+    assert merged["runs"]["1"] == {"t0": 5, "epochs": {"s": [10, 20], "v": [1, 2]}}
