@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from .configs import format_setting
+from .forms import visible
 
 # Trainer settings worth a column in every row; method settings are added per method from the catalog.
 KEY_TRAINER_SETTINGS = ("epochs", "seed", "lr", "batch_size")
@@ -35,9 +36,11 @@ def _final_metrics(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _key_settings(run: dict[str, Any], method_settings: dict[str, list[str]]) -> str:
+def _key_settings(run: dict[str, Any], method_settings: dict[str, list[dict[str, Any]]]) -> str:
+    """The method's settings (those its chosen variant uses) and a few trainer settings, as k=v."""
     config = run.get("config") or {}
-    names = [*method_settings.get(str(run.get("method") or config.get("method")), []), *KEY_TRAINER_SETTINGS]
+    own = method_settings.get(str(run.get("method") or config.get("method")), [])
+    names = [s["name"] for s in own if visible(s, config)] + list(KEY_TRAINER_SETTINGS)
     return " ".join(f"{n}={format_setting(config[n])}" for n in names if n in config)
 
 
@@ -54,7 +57,7 @@ def _duration(run: dict[str, Any]) -> str:
 
 def run_rows(runs: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[str, Any]]:
     """Table rows for runs (pure; `id` is a markdown link built from the integer id only)."""
-    method_settings = {m["name"]: [s["name"] for s in m["settings"]] for m in catalog.get("methods", [])}
+    method_settings = {m["name"]: list(m["settings"]) for m in catalog.get("methods", [])}
     rows = []
     for r in runs:
         rows.append(

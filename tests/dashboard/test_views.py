@@ -338,3 +338,28 @@ def test_metrics_keys_comma_joined_for_a_backend_that_splits_them() -> None:
     assert seen[-1].url.params.get_list("keys") == ["a,b"]  # 'x,y' cannot round-trip here: left out
     client.metrics(1, keys=["a"])
     assert sum(r.url.path == "/openapi.json" for r in seen) == 1  # asked once
+
+
+def test_runs_rows_hold_numbers_and_only_the_settings_a_variant_uses() -> None:
+    run = {
+        "id": 7,
+        "name": "<script>x</script>",
+        "status": "finished",
+        "config": {
+            "dataset": "synthetic",
+            "method": "cggm",
+            "variant": "paper",
+            "rho": 1.3,
+            "eps_ema": 0.9,
+            "epochs": 3,
+        },
+        "created_at": 0,
+        "started_at": 10.0,
+        "ended_at": 75.0,
+        "summary": {"metric": "acc", "final": {"val/acc": 0.81, "val/contrib/m0": 0.3, "val/contrib/m1": 0.1}},
+    }
+    (row,) = run_rows([run], catalog())
+    assert row["id"] == "[7](/runs/7)" and row["name"] == "<script>x</script>"
+    assert row["settings"] == "variant=paper rho=1.3 epochs=3"  # eps_ema: only `stable` reads it
+    assert (row["metric"], row["final"], row["test"], row["dominant"]) == ("acc", 0.81, None, "m0")
+    assert row["duration"] == "0:01:05"
