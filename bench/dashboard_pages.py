@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loads", type=int, default=3)
     ap.add_argument("--timeout-s", type=float, default=60.0)
+    ap.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {}
@@ -237,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             ("compare_3", f"/compare?runs={','.join(map(str, short[:3]))}", {"kind": "graphs", "graphs": 12}, False),
             ("compare_10", f"/compare?runs={','.join(map(str, short))}", {"kind": "graphs", "graphs": 12}, False),
         ]
+        only = {n for n in args.only.split(",") if n}
         for name, path, spec, toggles in scenarios:
+            if only and name not in only:
+                continue
             results[name] = []
             for i in range(args.loads):
                 res = load(f"{st.ui}{path}", spec, args.timeout_s, toggles=toggles)

@@ -26,7 +26,10 @@ from dashboard.tables import final_metrics, run_label
 
 dash.register_page(__name__, path="/compare", title="Compare — CGGM Monitor", name="Compare")
 
-MAX_POINTS = 600  # per series: 10 runs × a dozen keys stay a small first load
+# Points per series: an overlay is a panel wide; a small multiple's column is 1/n of it, so it
+# needs fewer (10 runs × a dozen keys stay a small first load).
+OVERLAY_POINTS = 600
+SMALL_MULTIPLE_POINTS = 1200
 MAX_RUNS = 20
 
 
@@ -252,17 +255,24 @@ def render(ids: list[int], overlay_keys: list[str] | None, group_by: str | None,
             )
         )
 
-    wanted: dict[int, set[str]] = {int(r["id"]): set() for r in runs}
-    for spec in [*multiples, *overlays, *balance_specs]:
-        for t in spec["traces"]:
-            rid, _, key = t["sid"].partition("|")
-            wanted[int(rid)].add(key)
+    wide: dict[int, set[str]] = {int(r["id"]): set() for r in runs}  # drawn a panel wide
+    narrow: dict[int, set[str]] = {int(r["id"]): set() for r in runs}  # drawn in one column of n
+    for specs, into in ((multiples, narrow), ([*overlays, *balance_specs], wide)):
+        for spec in specs:
+            for t in spec["traces"]:
+                rid, _, key = t["sid"].partition("|")
+                into[int(rid)].add(key)
+    column_points = max(100, SMALL_MULTIPLE_POINTS // len(runs))
     series: dict[str, Any] = {}
     contexts: dict[str, Any] = {}
     for r in runs:
         rid = int(r["id"])
-        keys = sorted(wanted[rid] | ({"epoch"} & set(keys_by_run[rid])))
-        fetched: dict[str, Series] = client.metrics(rid, keys=keys, max_points=MAX_POINTS) if keys else {}
+        fetched: dict[str, Series] = {}
+        wide_keys = sorted(wide[rid] | ({"epoch"} & set(keys_by_run[rid])))
+        narrow_keys = sorted(narrow[rid] - set(wide_keys))
+        for keys, points in ((wide_keys, OVERLAY_POINTS), (narrow_keys, column_points)):
+            if keys:
+                fetched.update(client.metrics(rid, keys=keys, max_points=points))
         epochs = fetched.pop("epoch", None)
         contexts[str(rid)] = run_context(r, epochs)
         series.update(encode_all({sid(rid, k): s for k, s in fetched.items()}, rid))
