@@ -24,7 +24,10 @@ Toggles, on the 6,000-step page once loaded: the smoothing slider (every panel r
 smoothed curve) and one panel's scale (lin → log); from the pointer's release to plotly holding
 the new data (`gd._fullData` rebuilt), in the page's own clock.
 
-    python bench/dashboard_pages.py [--loads 3] [--json out.json]
+Also the floor any page with charts pays here: plotly.js (4.8 MB, as the dashboard serves it)
+loaded and compiled in a cold browser, then 14 charts of two 400-point lines drawn.
+
+    python bench/dashboard_pages.py [--loads 3] [--only compare_3,compare_10,floor] [--json out.json]
 """
 
 from __future__ import annotations
@@ -106,6 +109,29 @@ TOGGLE_JS = """(what) => new Promise((resolve) => {
   }, 2);
   setTimeout(() => { clearInterval(timer); resolve(null); }, 20000);
 })"""
+
+
+FLOOR_JS = """async () => {
+  const t0 = performance.now();
+  await new Promise((res, rej) => { const s = document.createElement('script');
+    s.src = '/_dash-component-suites/plotly/package_data/plotly.min.js'; s.onload = res; s.onerror = rej;
+    document.head.appendChild(s); });
+  const loaded = performance.now() - t0;
+  const t1 = performance.now();
+  const x = Array.from({length: 400}, (_, j) => j);
+  await Promise.all(Array.from({length: 14}, () => { const d = document.createElement('div'); document.body.appendChild(d);
+    return Plotly.newPlot(d, [{x, y: x.map(Math.sin), type: 'scatter', mode: 'lines'},
+                             {x, y: x.map(Math.cos), type: 'scatter', mode: 'lines'}], {height: 300}); }));
+  return {plotly_load_and_compile_ms: loaded, fourteen_charts_ms: performance.now() - t1};
+}"""
+
+
+def plotly_floor(ui: str) -> dict[str, float]:
+    """What any page with charts pays in this browser: plotly.js (as the dashboard serves it) loaded
+    and compiled in a cold browser, then 14 charts of two 400-point lines drawn."""
+    with cold_page() as page:
+        page.goto(f"{ui}/healthz")
+        return page.evaluate(FLOOR_JS)
 
 
 def value(key: str, step: int) -> float:
@@ -239,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             ("compare_10", f"/compare?runs={','.join(map(str, short))}", {"kind": "graphs", "graphs": 12}, False),
         ]
         only = {n for n in args.only.split(",") if n}
+        floors = [plotly_floor(st.ui) for _ in range(args.loads)] if not only or "floor" in only else []
+        for f in floors:
+            print(f"plotly floor: {json.dumps(f)}", flush=True)
         for name, path, spec, toggles in scenarios:
             if only and name not in only:
                 continue
@@ -250,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         feed.join(timeout=15)
     summary: dict[str, Any] = {"load_average_at_end": load_average(), "loads_per_page": args.loads}
+    if floors:
+        summary["plotly_floor_median_ms"] = {
+            k: round(statistics.median(f[k] for f in floors))
+            for k in ("plotly_load_and_compile_ms", "fourteen_charts_ms")
+        }
     spec_of = {name: spec for name, _, spec, _ in scenarios}
     for name, rows in results.items():
         ok = [r["loaded_ms"] for r in rows if r["loaded_ms"] is not None]

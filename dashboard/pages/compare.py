@@ -11,6 +11,7 @@ from typing import Any
 
 import dash
 from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, clientside_callback, dash_table, dcc, html
+from dash.exceptions import PreventUpdate
 
 from dashboard import api, catalog, figures
 from dashboard.balance import best_balanced, probe_scores, unimodal_ceilings, weak_modality
@@ -190,6 +191,26 @@ def _balance_section(
     return out
 
 
+def _parallel(runs: list[dict[str, Any]], swept: list[str]) -> list[Any]:
+    metric = (runs[0].get("summary") or {}).get("metric", "acc")
+    prow = [{"config": r.get("config") or {}, "metrics": final_metrics(r)} for r in runs]
+    figure = figures.build_parallel_figure(prow, swept, f"val/{metric}")
+    return [html.Div(dcc.Graph(id="cmp-parallel-fig", config=GRAPH_CONFIG, figure=figure), className="panel")]
+
+
+@dash.callback(
+    Output("cmp-parallel", "children", allow_duplicate=True),
+    Input("cmp-parallel-show", "n_clicks"),
+    State("cmp-ids", "data"),
+    prevent_initial_call=True,
+)
+def show_parallel(n_clicks: int | None, ids: list[int]) -> list[Any]:
+    if not n_clicks:  # the button was just added to the page (Dash calls for new components too)
+        raise PreventUpdate
+    runs = [api.client().get_run(i) for i in ids]
+    return _parallel(runs, differing_settings({str(r["id"]): r.get("config") or {} for r in runs}))
+
+
 OUTPUTS = {
     "data": Output("cmp-data", "data"),
     "diff": Output("cmp-diff", "data"),
@@ -288,18 +309,15 @@ def render(ids: list[int], overlay_keys: list[str] | None, group_by: str | None,
     parallel: list[Any] = []
     swept = differing_settings(configs)
     if len(runs) >= 3 and swept:
-        metric = (runs[0].get("summary") or {}).get("metric", "acc")
-        prow = [{"config": r.get("config") or {}, "metrics": final_metrics(r)} for r in runs]
-        parallel = [
-            html.Div(
-                dcc.Graph(
-                    id="cmp-parallel-fig",
-                    config=GRAPH_CONFIG,
-                    figure=figures.build_parallel_figure(prow, swept, f"val/{metric}"),
-                ),
-                className="panel",
-            )
-        ]
+        # Drawn at once for a sweep (its runs share the sweep tag), on request otherwise: parcoords is
+        # WebGL, ~1.7 s of a page's load with software GL (bench/dashboard_pages.py).
+        tags = [{t for t in r.get("tags") or [] if t.startswith("sweep-")} for r in runs]
+        if set.intersection(*tags):
+            parallel = _parallel(runs, swept)
+        else:
+            parallel = [
+                html.Button(f"Parallel coordinates of {', '.join(swept)}", id="cmp-parallel-show", className="link")
+            ]
     datasets = {d["name"]: [s["name"] for s in d.get("settings", [])] for d in cat.get("datasets", [])}
     data_settings = datasets.get(str(configs[str(runs[0]["id"])].get("dataset")), [])
     everyone = client.list_runs() if balance_specs or weak is not None else []

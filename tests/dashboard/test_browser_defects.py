@@ -264,7 +264,10 @@ def test_compare_axes_categorical_sweep_axes_and_the_best_value(bare_stack: Stac
     assert plotly_data(page, "cmp-sm-coef", "gd.layout.yaxis2.matches || null") is None
     page.locator("#cmp-shared input").check()
     wait_for(lambda: plotly_data(page, "cmp-sm-coef", "gd.layout.yaxis2.matches || null") == "y", 5, "shared axes")
-    # Parallel coordinates of a method sweep: category axes, no "None".
+    # Parallel coordinates of a method sweep (on request: these runs are not one sweep): category axes, no "None".
+    page.click("#cmp-parallel-show")
+    page.locator("#cmp-parallel-fig .js-plotly-plot").wait_for()
+    page.wait_for_timeout(500)
     ticks = page.evaluate(
         "() => Array.from(document.querySelectorAll('#cmp-parallel .tick text, #cmp-parallel text')).map(t => t.textContent)"
     )
