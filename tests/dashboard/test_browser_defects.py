@@ -94,7 +94,7 @@ def test_live_panels_keep_one_colour_per_modality_when_opened_before_the_first_p
         bare_stack.post(rid, points(step))
         time.sleep(0.3)
     wait_for(lambda: trace_lengths(page, "run-panel-acc") == [5, 5, 5], 20, "5 points per acc curve")
-    wait_for(lambda: len(colours(page, "run-panel-grad_norm")) == 3, 10, "grad_norm curves")
+    wait_for(lambda: len(colours(page, "run-panel-grad_norm")) == 3, 20, "grad_norm curves")
     acc, grad = colours(page, "run-panel-acc"), colours(page, "run-panel-grad_norm")
     assert [acc[m] for m in ("m0", "m1", "m2")] == PALETTE_FIRST_THREE
     assert grad == acc  # the same modality, the same colour, in every panel
@@ -119,7 +119,7 @@ def test_nan_in_a_setting_is_refused_beside_the_field(bare_stack: Stack, page: A
     rho.fill("nan")
     before = len(bare_stack.http.get("/api/runs").json()["data"])
     page.click("#new-submit")
-    wait_for(lambda: "rho" in page.locator("#new-error").inner_text(), 10, "the message")
+    wait_for(lambda: "rho" in page.locator("#new-error").inner_text(), 20, "the message")
     assert "not a finite number" in page.locator(dom_id(name="rho", type="setting-error")).inner_text()
     assert len(bare_stack.http.get("/api/runs").json()["data"]) == before  # nothing was started
 
@@ -212,7 +212,7 @@ def test_delete_asks_first_and_can_be_undone(bare_stack: Stack, page: Any) -> No
     select_row(page, keep)
     page.click("#runs-delete")
     # page.wait_for_timeout lets Playwright deliver the dialog event (a plain sleep would not).
-    wait_for(lambda: page.wait_for_timeout(100) or dialogs, 10, "a confirmation")
+    wait_for(lambda: page.wait_for_timeout(100) or dialogs, 20, "a confirmation")
     assert "undo-me" in dialogs[0] and "undo" in dialogs[0].lower()
     page.locator(f"#runs-table a[href='/runs/{keep}']").wait_for(state="detached")
     page.click("#runs-undo")
@@ -221,7 +221,7 @@ def test_delete_asks_first_and_can_be_undone(bare_stack: Stack, page: Any) -> No
     assert bare_stack.http.get(f"/api/runs/{keep}").status_code == 200
     select_row(page, gone)
     page.click("#runs-delete")
-    wait_for(lambda: page.wait_for_timeout(100) or len(dialogs) == 2, 10, "a second confirmation")
+    wait_for(lambda: page.wait_for_timeout(100) or len(dialogs) == 2, 20, "a second confirmation")
     wait_for(lambda: bare_stack.http.get(f"/api/runs/{gone}").status_code == 404, 15, "the delete after the window")
 
 
@@ -242,10 +242,12 @@ def test_each_panel_has_its_own_scale_with_a_default_per_family(bare_stack: Stac
     # cos/* keeps its negative values (log y used to drop them silently).
     assert min(plotly_data(page, "run-panel-cos", "gd.data[0].y")) < 0
     page.locator(dom_id(name="run-panel-grad_norm", type="run-scale")).get_by_text("lin", exact=True).click()
-    wait_for(lambda: plotly_data(page, "run-panel-grad_norm", axis) == "linear", 5, "grad_norm on a linear axis")
+    wait_for(lambda: plotly_data(page, "run-panel-grad_norm", axis) == "linear", 15, "grad_norm on a linear axis")
     assert plotly_data(page, "run-panel-coef", "gd.layout.yaxis.ticktext.includes('1e5')") is True  # untouched
     page.locator(dom_id(name="run-panel-cos", type="run-scale")).get_by_text("log", exact=True).click()
-    wait_for(lambda: "not shown (log scale)" in plotly_data(page, "run-panel-cos", "gd.layout.title.text"), 5, "a note")
+    wait_for(
+        lambda: "not shown (log scale)" in plotly_data(page, "run-panel-cos", "gd.layout.title.text"), 15, "a note"
+    )
 
 
 # ---- 9.7 compare ---------------------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def test_compare_axes_categorical_sweep_axes_and_the_best_value(bare_stack: Stac
     # Independent y axes by default (joint's 1.0 no longer lies flat under CGGM's spikes), shared on request.
     assert plotly_data(page, "cmp-sm-coef", "gd.layout.yaxis2.matches || null") is None
     page.locator("#cmp-shared input").check()
-    wait_for(lambda: plotly_data(page, "cmp-sm-coef", "gd.layout.yaxis2.matches || null") == "y", 5, "shared axes")
+    wait_for(lambda: plotly_data(page, "cmp-sm-coef", "gd.layout.yaxis2.matches || null") == "y", 15, "shared axes")
     # Parallel coordinates of a method sweep (on request: these runs are not one sweep): category axes, no "None".
     page.click("#cmp-parallel-show")
     page.locator("#cmp-parallel-fig .js-plotly-plot").wait_for()
@@ -311,7 +313,7 @@ def test_runs_table_filters_metrics_as_numbers_and_shows_all_key_settings(bare_s
     assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1 && e.scrollHeight <= e.clientHeight + 1")
     page.locator("#runs-table .dash-filter[data-dash-column='final'] input[type='text']").fill(">0.96")
     page.keyboard.press("Enter")
-    wait_for(lambda: page.locator(f"#runs-table a[href='/runs/{lo}']").count() == 0, 10, "the filter")
+    wait_for(lambda: page.locator(f"#runs-table a[href='/runs/{lo}']").count() == 0, 20, "the filter")
     assert page.locator(f"#runs-table a[href='/runs/{hi}']").count() == 1
 
 
@@ -345,7 +347,7 @@ def test_view_settings_live_in_the_url(bare_stack: Stack, page: Any) -> None:
     page.locator(dom_id(name="run-panel-grad_norm", type="run-scale")).get_by_text("lin", exact=True).click()
     set_slider(page, "run-smoothing", 0.5)
     href = lambda: page.evaluate("location.href")  # noqa: E731 - page.url is only refreshed by Playwright's events
-    wait_for(lambda: "scale.grad_norm" in href() and "smoothing" in href(), 5, "the URL")
+    wait_for(lambda: "scale.grad_norm" in href() and "smoothing" in href(), 15, "the URL")
     query = parse_qs(urlparse(href()).query)
     assert query["x"] == ["epoch"] and query["scale.grad_norm"] == ["linear"]
     assert abs(float(query["smoothing"][0]) - 0.5) <= 0.02
@@ -400,7 +402,7 @@ def test_a_key_with_a_comma_does_not_break_the_page(bare_stack: Stack, page: Any
     wait_for(lambda: trace_lengths(page, "run-panel-acc") == [2, 2], 20, "the other keys drawn")
     schema = json.dumps(bare_stack.http.get("/openapi.json").json()["paths"]["/api/runs/{run_id}/metrics"]["get"])
     if '"array"' in schema:  # a backend that takes repeated keys= fetches it as well
-        wait_for(lambda: trace_lengths(page, "run-panel-other:odd") == [2], 10, "the key with a comma")
+        wait_for(lambda: trace_lengths(page, "run-panel-other:odd") == [2], 20, "the key with a comma")
     assert not page.js_errors
 
 
@@ -419,9 +421,9 @@ def test_toggles_run_in_the_browser_and_x_can_be_epochs(bare_stack: Stack, page:
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if "_dash-update-component" in r.url else None)
     set_slider(page, "run-smoothing", 0.75)
-    wait_for(lambda: len(plotly_data(page, "run-panel-acc", "gd.data")) == 6, 5, "raw + smoothed curves")
+    wait_for(lambda: len(plotly_data(page, "run-panel-acc", "gd.data")) == 6, 15, "raw + smoothed curves")
     page.locator("#run-xmode").get_by_text("epoch").click()
-    wait_for(lambda: plotly_data(page, "run-panel-val", "gd.data[0].x") == [1, 2, 3], 5, "val/acc at epochs 1, 2, 3")
+    wait_for(lambda: plotly_data(page, "run-panel-val", "gd.data[0].x") == [1, 2, 3], 15, "val/acc at epochs 1, 2, 3")
     assert plotly_data(page, "run-panel-acc", "gd.data[0].x")[3] == 1  # step 4 ended epoch 1
     assert sent == [], sent  # not one server round trip
 
@@ -449,7 +451,7 @@ def test_compare_balance_view_names_each_modalitys_unimodal_ceiling(bare_stack: 
     assert f"{j1}: cggm-s0: mor: 0.711 jointly vs 0.751 alone, −4.0 points" in ceilings.inner_text()
     assert "weak modality: mor" in page.locator("#cmp-balance").inner_text()
     # Seed repeats grouped: one band with n=2 in the overlays, a grouped final table.
-    wait_for(lambda: plotly_data(page, "cmp-bal-gap", "gd.data.map(t => t.name)"), 10, "the gap overlay")
+    wait_for(lambda: plotly_data(page, "cmp-bal-gap", "gd.data.map(t => t.name)"), 20, "the gap overlay")
     names = plotly_data(page, "cmp-bal-gap", "gd.data.filter(t => t.showlegend).map(t => t.name)")
     assert any("(n=2)" in n for n in names), names
     assert "(n=2)" in page.locator("#cmp-final").inner_text()
@@ -483,7 +485,7 @@ def test_new_run_form_sections_hidden_settings_views_and_counts(bare_stack: Stac
     assert not page.locator(dom_id(name="clip", type="setting")).is_visible()  # advanced: folded
     page.locator("#new-sweep summary").click()
     page.locator("#sweep-seeds").fill("4")
-    wait_for(lambda: "starts 5 runs" in page.locator("#new-count").inner_text(), 10, "the run count")
+    wait_for(lambda: "starts 5 runs" in page.locator("#new-count").inner_text(), 20, "the run count")
     page.locator("#new-dataset").click()
     page.get_by_text("mfeat", exact=True).last.click()
     views = page.locator(dom_id(name="views", type="setting"))
