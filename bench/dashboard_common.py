@@ -137,6 +137,31 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+# The plotly div of the graph whose pattern id has this name (whatever its type), in page JS.
+GD_JS = """(name) => { for (const el of document.querySelectorAll(`[id*='"name":"${name}"']`)) {
+    const gd = el.querySelector('.js-plotly-plot'); if (gd) return gd; } return null; }"""
+
+
+@contextlib.contextmanager
+def cold_page(timeout_ms: int = 60_000, warm: Any = None) -> Iterator[Any]:
+    """A page in a browser of its own, with a fresh profile: nothing cached, as a first visit.
+
+    With `warm` (a browser context), a new tab of that browser instead (its cache kept).
+    """
+    if warm is not None:
+        page = warm.new_page()
+        page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        finally:
+            page.close()
+        return
+    with browser() as ctx:
+        page = ctx.new_page()
+        page.set_default_timeout(timeout_ms)
+        yield page
+
+
 def quantiles(xs: list[float]) -> dict[str, float]:
     """median, p90 (nearest rank), min, max."""
     s = sorted(xs)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dashboard_common import browser, load_average, quantiles, stack
 
-from tests.dashboard.pagekit import dom_id, trace_lengths, wait_for
+from tests.dashboard.pagekit import graph_selector, trace_lengths, wait_for
 
 WATCH_JS = """(sel) => {
   window.__seen = [];
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "the first points drawn",
             interval_s=0.05,
         )
-        page.evaluate(WATCH_JS, dom_id(name="run-panel-acc", type="graph"))
+        page.evaluate(WATCH_JS, graph_selector("run-panel-acc"))
         for i in range(args.points):
             step = first + i
             time.sleep(rng.uniform(1.0, 2.0))

@@ -13,7 +13,7 @@ with data, plus the dominance strip built from acc/* and grad_norm/*.
     and plotly has finished with them (`gd._fullData.length == gd.data.length`, a `.main-svg`);
   - the dominance strip has > 0 traces with points;
   - no element is marked loading by Dash (`[data-dash-is-loading="true"]`).
-Each load is a new tab in the same browser (the first one fetches Dash's JS bundles cold).
+Each load is a cold browser of its own (a fresh profile: Dash's and plotly's bundles fetched anew).
 
     python bench/dashboard_load.py [--loads 3] [--points 100000] [--json out.json]
 """
@@ -21,6 +21,7 @@ Each load is a new tab in the same browser (the first one fetches Dash's JS bund
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -34,9 +35,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard_common import browser, load_average, stack
+from dashboard_common import browser, cold_page, load_average, stack
 
-from tests.dashboard.pagekit import dom_id, trace_lengths
+from tests.dashboard.pagekit import graph_selector, trace_lengths
 
 KEYS = [
     "acc/m0",
@@ -54,9 +55,10 @@ PANELS = {"acc": 2, "grad_norm": 2, "coef": 2, "cos": 2, "losses": 1, "train": 1
 
 DRAWN_JS = """(panels) => {
   window.__drawn = null;
-  const sel = (name) => `[id='{"name":"${name}","type":"graph"}']`;
+  const find = (name) => { for (const el of document.querySelectorAll(`[id*='"name":"${name}"']`)) {
+      if (el.querySelector('.js-plotly-plot')) return el; } return null; };
   const ready = (name, want) => {
-    const el = document.querySelector(sel(name));
+    const el = find(name);
     const gd = el && el.querySelector('.js-plotly-plot');
     if (!gd || !gd.data || !gd._fullData || !el.querySelector('.main-svg')) return false;
     if (want !== null && gd.data.length !== want) return false;
@@ -106,89 +108,88 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loads", type=int, default=3)
     ap.add_argument("--points", type=int, default=100_000, help="points per key (10 keys)")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="give up on a load after this long")
+    ap.add_argument("--warm", action="store_true", help="new tabs of one browser (cache kept) instead of cold browsers")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     loads: list[dict[str, Any]] = []
-    with stack(poll_ms=1000) as st, browser() as ctx:
+    with stack(poll_ms=1000) as st, contextlib.ExitStack() as keep:
+        warm = keep.enter_context(browser()) if args.warm else None
         run_id = st.create_external_run("load")
         ingest_s = ingest(st, run_id, args.points)
         st.finish(run_id)
-        # The backend read the page's callback makes (max_points=5000 per key), timed on its own.
+        # The backend read the page's callback makes (max_points=1500 per key), timed on its own.
         api_reads = []
         for _ in range(3):
             t0 = time.perf_counter()
             r = httpx.get(
                 f"{st.api}/api/runs/{run_id}/metrics",
-                params={"keys": ",".join(KEYS), "max_points": 5000},
+                params={"keys": ",".join(KEYS), "max_points": 1500},
                 timeout=120,
             )
             api_reads.append(time.perf_counter() - t0)
         api_bytes = len(r.content)
-        print(f"ingest {ingest_s:.1f} s; backend read (max_points=5000) {api_reads} s, {api_bytes} bytes", flush=True)
+        print(f"ingest {ingest_s:.1f} s; backend read (max_points=1500) {api_reads} s, {api_bytes} bytes", flush=True)
         for i in range(args.loads):
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
-            page.add_init_script(f"({DRAWN_JS})({json.dumps(PANELS)})")
-            dash_reqs: list[dict[str, Any]] = []
+            with cold_page(warm=warm) as page:
+                page.add_init_script(f"({DRAWN_JS})({json.dumps(PANELS)})")
+                dash_reqs: list[dict[str, Any]] = []
 
-            def on_finished(req: Any, dash_reqs: list[dict[str, Any]] = dash_reqs) -> None:
-                if "_dash-update-component" in req.url:
-                    sizes = req.sizes()
-                    dash_reqs.append(
-                        {
-                            "start": req.timing["startTime"],
-                            "ms": req.timing["responseEnd"],
-                            "down": sizes["responseBodySize"],
-                            "up": sizes["requestBodySize"],
-                        }
-                    )
+                def on_finished(req: Any, dash_reqs: list[dict[str, Any]] = dash_reqs) -> None:
+                    if "_dash-update-component" in req.url:
+                        sizes = req.sizes()
+                        dash_reqs.append(
+                            {
+                                "start": req.timing["startTime"],
+                                "ms": req.timing["responseEnd"],
+                                "down": sizes["responseBodySize"],
+                                "up": sizes["requestBodySize"],
+                            }
+                        )
 
-            page.on("requestfinished", on_finished)
-            page.goto(f"{st.ui}/runs/{run_id}", wait_until="commit")
-            try:
-                page.wait_for_function("window.__drawn !== null", timeout=args.timeout_s * 1000, polling=50)
-            except PlaywrightTimeout:
-                # Not drawn in time: say what the page shows instead of a number.
-                state = {
-                    "error": page.locator("#run-error").inner_text(),
-                    "status": page.locator("#run-status").inner_text(),
-                    "trace_points": {pid: trace_lengths(page, f"run-panel-{pid}") for pid in PANELS},
-                    "dash_requests": [{k: d[k] for k in ("ms", "down")} for d in dash_reqs],
-                }
-                print(f"load {i + 1}: NOT drawn within {args.timeout_s} s: {json.dumps(state)}", flush=True)
-                loads.append({"drawn_ms": None, "not_drawn": state})
-                page.close()
-                continue
-            drawn = page.evaluate("window.__drawn")
-            nav = page.evaluate(
-                """() => { const n = performance.getEntriesByType('navigation')[0];
-                           return {dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd}; }"""
-            )
-            lengths = {pid: trace_lengths(page, f"run-panel-{pid}") for pid in PANELS}
-            lengths["dominance"] = trace_lengths(page, "run-dominance")
-            webgl = page.evaluate("() => !!document.createElement('canvas').getContext('webgl')")
-            gl_traces = page.evaluate(
-                """(sel) => { const gd = document.querySelector(sel).querySelector('.js-plotly-plot');
-                              return gd.data.map(t => t.type); }""",
-                dom_id(name="run-panel-acc", type="graph"),
-            )
-            page.wait_for_timeout(300)
-            page.close()
-            run_cb = max(dash_reqs, key=lambda d: d["down"]) if dash_reqs else None
-            loads.append(
-                {
-                    "drawn_ms": drawn,
-                    "dom_content_loaded_ms": nav["dcl"],
-                    "load_event_ms": nav["load"],
-                    "run_callback_ms": run_cb["ms"] if run_cb else None,
-                    "run_callback_bytes_down": run_cb["down"] if run_cb else None,
-                    "dash_requests": len(dash_reqs),
-                    "trace_points": lengths,
-                    "webgl": webgl,
-                    "acc_trace_types": gl_traces,
-                }
-            )
-            print(f"load {i + 1}: drawn at {drawn:.0f} ms", flush=True)
+                page.on("requestfinished", on_finished)
+                page.goto(f"{st.ui}/runs/{run_id}", wait_until="commit")
+                try:
+                    page.wait_for_function("window.__drawn !== null", timeout=args.timeout_s * 1000, polling=50)
+                except PlaywrightTimeout:
+                    # Not drawn in time: say what the page shows instead of a number.
+                    state = {
+                        "error": page.locator("#run-error").inner_text(),
+                        "status": page.locator("#run-status").inner_text(),
+                        "trace_points": {pid: trace_lengths(page, f"run-panel-{pid}") for pid in PANELS},
+                        "dash_requests": [{k: d[k] for k in ("ms", "down")} for d in dash_reqs],
+                    }
+                    print(f"load {i + 1}: NOT drawn within {args.timeout_s} s: {json.dumps(state)}", flush=True)
+                    loads.append({"drawn_ms": None, "not_drawn": state})
+                    continue
+                drawn = page.evaluate("window.__drawn")
+                nav = page.evaluate(
+                    """() => { const n = performance.getEntriesByType('navigation')[0];
+                               return {dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd}; }"""
+                )
+                lengths = {pid: trace_lengths(page, f"run-panel-{pid}") for pid in PANELS}
+                lengths["dominance"] = trace_lengths(page, "run-dominance")
+                webgl = page.evaluate("() => !!document.createElement('canvas').getContext('webgl')")
+                gl_traces = page.evaluate(
+                    """(sel) => { const gd = document.querySelector(sel).querySelector('.js-plotly-plot');
+                                  return gd.data.map(t => t.type); }""",
+                    graph_selector("run-panel-acc"),
+                )
+                page.wait_for_timeout(300)
+                run_cb = max(dash_reqs, key=lambda d: d["down"]) if dash_reqs else None
+                loads.append(
+                    {
+                        "drawn_ms": drawn,
+                        "dom_content_loaded_ms": nav["dcl"],
+                        "load_event_ms": nav["load"],
+                        "run_callback_ms": run_cb["ms"] if run_cb else None,
+                        "run_callback_bytes_down": run_cb["down"] if run_cb else None,
+                        "dash_requests": len(dash_reqs),
+                        "trace_points": lengths,
+                        "webgl": webgl,
+                        "acc_trace_types": gl_traces,
+                    }
+                )
+                print(f"load {i + 1}: drawn at {drawn:.0f} ms", flush=True)
     out = {
         "points_per_key": args.points,
         "keys": len(KEYS),

@@ -5,9 +5,9 @@ Real stack (backend + dashboard subprocesses, SQLite in a temp folder, dashboard
 `--history` steps each, then a feeder thread posting one new step of all 20 keys every second.
 Headless Chromium (Playwright) on `/runs/<id>`; every `_dash-update-component` request is recorded
 with `request.sizes()` (body and header bytes as sent / received, i.e. after any compression).
-The run page's own callback (the one with `run-poll.disabled` among its outputs) is one per tick;
-the shell's health poll is counted separately. The full render on page load is what re-sending
-whole figures on every tick would cost.
+The run page's tick (the callback whose output is `run-delta.data`) is one per tick; the page's
+health poll (GET /healthz, not a Dash callback) is counted separately. The full render on page
+load (`run-data.data`) is what re-sending whole figures on every tick would cost.
 
 The browser talks only to the dashboard; the dashboard's own reads from the backend (server to
 server) are counted from the backend's access log (requests per tick, not bytes).
@@ -68,6 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         page.set_default_timeout(30_000)
 
         def on_finished(req: Any) -> None:
+            if req.url.endswith("/healthz"):
+                sizes = req.sizes()
+                reqs.append(
+                    {
+                        "t": time.monotonic(),
+                        "kind": "health",
+                        "up": sizes["requestBodySize"],
+                        "up_headers": sizes["requestHeadersSize"],
+                        "down": sizes["responseBodySize"],
+                        "down_headers": sizes["responseHeadersSize"],
+                        "has_points": False,
+                    }
+                )
+                return
             if "_dash-update-component" not in req.url:
                 return
             sizes = req.sizes()
@@ -79,19 +93,23 @@ def main(argv: list[str] | None = None) -> int:
             reqs.append(
                 {
                     "t": time.monotonic(),
-                    "kind": "run" if "run-poll.disabled" in output else ("health" if "health" in body else "other"),
+                    "kind": "run" if "run-delta.data" in output else ("full" if "run-data.data" in output else "other"),
                     "up": sizes["requestBodySize"],
                     "up_headers": sizes["requestHeadersSize"],
                     "down": sizes["responseBodySize"],
                     "down_headers": sizes["responseHeadersSize"],
-                    "has_points": '"Extend"' in (req.response().text() if req.response() else ""),
+                    "has_points": '"groups":[{' in (req.response().text() if req.response() else ""),
                 }
             )
 
         page.on("requestfinished", on_finished)
         page.goto(f"{st.ui}/runs/{run_id}")
         wait_for(
-            lambda: trace_lengths(page, "run-panel-acc")[:1] == [args.history], 30, "history drawn", interval_s=0.05
+            # The first render is downsampled (at most 1,500 points a series): any count near it will do.
+            lambda: (trace_lengths(page, "run-panel-acc") or [0])[0] >= min(args.history, 1000),
+            30,
+            "history drawn",
+            interval_s=0.05,
         )
         feed = threading.Thread(target=feeder, daemon=True)
         feed.start()
@@ -106,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         feed.join(timeout=15)
         lengths = trace_lengths(page, "run-panel-acc")
         page.close()
-    first_run = next(r for r in reqs if r["kind"] == "run")
+    first_run = next(r for r in reqs if r["kind"] == "full")
     window = [r for r in reqs if t0 <= r["t"] < t1]
     run_ticks = [r for r in window if r["kind"] == "run"]
     backend_gets = [ln for ln in log_lines if f"/api/runs/{run_id}" in ln and '"GET ' in ln]

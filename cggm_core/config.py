@@ -9,9 +9,10 @@ types, defaults and bounds) is generated from the registries for the CLI and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from . import keys
 from .data import DATASETS
 from .methods import METHODS
 from .settings import Setting, SettingError
@@ -46,6 +47,12 @@ TRAINER_SETTINGS: list[Setting] = [
         "regression sign accuracy: the sign a zero counts as (official: negative)",
         choices=SIGN_ZERO,
     ),
+]
+# Folded in forms ("advanced" in the catalog): rarely changed.
+_ADVANCED = {"data_seed", "weight_decay", "aux_lr_ratio", "clip", "hidden", "feat_dim", "head_hidden", "log_every"}
+_ADVANCED |= {"shapley_max_modalities", "probe_steps"}
+TRAINER_SETTINGS = [
+    replace(s, extra={**s.extra, "advanced": True}) if s.name in _ADVANCED else s for s in TRAINER_SETTINGS
 ]
 TRAINER_BY_NAME = {s.name: s for s in TRAINER_SETTINGS}
 
@@ -145,6 +152,7 @@ def catalog() -> dict[str, Any]:
             {"name": m.name, "help": m.help, "settings": [s.to_json() for s in m.settings]} for m in METHODS.values()
         ],
         "trainer": [s.to_json() for s in TRAINER_SETTINGS],
+        "keys": keys.catalog(),  # metric key families: the dashboard's panels
     }
 
 

@@ -30,6 +30,8 @@ class Setting:
     choices: tuple[str, ...] | None = None
     # Free-form strings (comma lists such as `views`) are checked by the owner's own validator.
     pattern_help: str | None = None
+    # Hints for forms, served in the catalog as they are: "advanced": True (folded by default),
+    # "shown_when": {"variant": ["stable"]} (used only then), "multi_choices": [...] (a comma list).
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe_allowed(self) -> str:
@@ -107,6 +109,7 @@ class Setting:
             out["max"] = self.max
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        out.update(self.extra)
         return out
 
 

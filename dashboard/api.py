@@ -6,12 +6,15 @@ banner) and `ApiError` (an answer with an error status: shown inline, with the b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
-from .series import Series, parse_series
+from .decode import Series, decode_value, parse_series
+
+log = logging.getLogger("dashboard")
 
 
 class BackendDown(Exception):
@@ -49,6 +52,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+        self._repeated_keys: bool | None = None  # does GET …/metrics take `keys=a&keys=b`? (asked once)
 
     def close(self) -> None:
         self._http.close()
@@ -113,6 +117,11 @@ class ApiClient:
         return doc.get("data", []) if isinstance(doc, dict) else []
 
     # ---- metrics
+    def latest(self, run_id: int) -> dict[str, float]:
+        """The last value of every key (non-finite decoded), e.g. a running run's numbers so far."""
+        doc = self._request("GET", f"/api/runs/{run_id}/latest") or {}
+        return {k: decode_value(v.get("value")) for k, v in doc.items() if isinstance(v, dict)}
+
     def keys(self, run_id: int) -> list[str]:
         doc = self._request("GET", f"/api/runs/{run_id}/keys")
         return list(doc["keys"] if isinstance(doc, dict) else doc)
@@ -126,18 +135,49 @@ class ApiClient:
         timeout_s: float | None = None,
     ) -> dict[str, Series]:
         """`timeout_s` overrides the client's (short, live-tick) timeout, e.g. for a full render."""
-        params: dict[str, Any] = {}
+        params: list[tuple[str, Any]] = []
         if keys is not None:
             key_list = list(keys)
             if not key_list:
                 return {}
-            params["keys"] = ",".join(key_list)
+            params += self._keys_params(key_list)
+            if not params:
+                return {}
         if since_step is not None:
-            params["since_step"] = since_step
+            params.append(("since_step", since_step))
         if max_points is not None:
-            params["max_points"] = max_points
+            params.append(("max_points", max_points))
         extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
         return parse_series(self._request("GET", f"/api/runs/{run_id}/metrics", params=params, **extra))
+
+    def _keys_params(self, keys: list[str]) -> list[tuple[str, str]]:
+        """Repeated `keys=` where the backend takes them (a key may hold a comma); else one comma list.
+
+        A backend that reads `keys` as one comma-separated string keeps only the last of repeated
+        parameters, so the form is chosen from its OpenAPI schema (an array or not), asked once.
+        Keys it cannot fetch that way (holding a comma) are left out, with a warning.
+        """
+        if self._repeated_keys is None:
+            self._repeated_keys = self._backend_takes_repeated_keys()
+        if self._repeated_keys:
+            return [("keys", k) for k in keys]
+        fetchable = [k for k in keys if "," not in k and k == k.strip()]
+        if len(fetchable) < len(keys):
+            log.warning(
+                "this backend cannot fetch keys with a comma or surrounding spaces: %s",
+                sorted(set(keys) - set(fetchable)),
+            )
+        return [("keys", ",".join(fetchable))] if fetchable else []
+
+    def _backend_takes_repeated_keys(self) -> bool:
+        try:
+            doc = self._request("GET", "/openapi.json")
+            params = doc["paths"]["/api/runs/{run_id}/metrics"]["get"]["parameters"]
+            schema = next(p for p in params if p.get("name") == "keys")["schema"]
+        except (ApiError, KeyError, StopIteration, TypeError):
+            return False
+        options = [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
+        return any(isinstance(o, dict) and o.get("type") == "array" for o in options)
 
 
 _client: ApiClient | None = None

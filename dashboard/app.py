@@ -1,23 +1,22 @@
 """App factory: `create_app(api_url, poll_interval_ms=1000)`.
 
-The shell holds the navigation, the backend-down banner (kept current by a health poll), a
-global message line, and the page container; pages live one per module in `dashboard/pages/`.
+The shell holds the navigation, the banners, a global message line, and the page container;
+Dash imports the pages from `dashboard/pages/`. The page polls this server's /healthz
+(assets/cggm_health.js): no answer shows "the dashboard server is not answering", an answer
+without the backend shows the backend banner, and when the backend comes back after an outage
+`backend-epoch` changes and every page reloads its data by itself.
 """
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
+from typing import Any
 
 import dash
 from dash import Input, Output, dcc, html
 
-from . import api
+from . import api, export
 from .api import BackendDown
-from .safety import BANNER_HIDDEN, BANNER_ID, BANNER_SHOWN, MESSAGE_ID
-
-HEALTH_INTERVAL_MS = 2000
-_ASSETS = Path(__file__).parent / "assets"
+from .safety import BANNER_HIDDEN, BANNER_ID, MESSAGE_ID, on_callback_error
 
 # Read by pages at layout time (one dashboard per process, like the API client).
 settings: dict[str, int] = {"poll_interval_ms": 1000}
@@ -29,31 +28,17 @@ def create_app(api_url: str, poll_interval_ms: int = 1000, token: str | None = N
     api.configure(api_url, token=token)
     settings["poll_interval_ms"] = poll_interval_ms
     app = dash.Dash(
-        __name__,
+        "dashboard",  # the package: Dash imports dashboard/pages/*.py itself, as dashboard.pages.<name>
         use_pages=True,
-        pages_folder="",  # pages are imported below, as dashboard.pages.*, after the app exists
-        assets_folder=str(_ASSETS),
         title="CGGM Monitor",
         suppress_callback_exceptions=True,
+        on_error=on_callback_error,
     )
-    _import_pages()
     app.layout = _shell()
     _register_shell_callbacks(app)
+    export.register(app.server)
+    app.server.add_url_rule("/healthz", "healthz", healthz)
     return app
-
-
-def _import_pages() -> None:
-    """Import each page module once; `dash.register_page` in it needs the app to exist first."""
-    for name in PAGE_MODULES:
-        module = importlib.import_module(f"dashboard.pages.{name}")
-        if module.__name__ not in dash.page_registry:
-            # A second app in one process (tests): the module was imported already; register again.
-            importlib.reload(module)
-        # Dash's own pages-folder import does this; register_page runs before `layout` is defined.
-        dash.page_registry[module.__name__]["layout"] = module.layout
-
-
-PAGE_MODULES = ("runs", "new_run", "run", "compare")
 
 
 def _shell() -> html.Div:
@@ -67,9 +52,12 @@ def _shell() -> html.Div:
                 ],
                 className="nav",
             ),
+            html.Div("", id="dashboard-banner", className="banner", style=BANNER_HIDDEN),
             html.Div("", id=BANNER_ID, className="banner", style=BANNER_HIDDEN),
-            html.Div("", id=MESSAGE_ID, className="message"),
-            dcc.Interval(id="health-poll", interval=HEALTH_INTERVAL_MS),
+            html.Div("", id=MESSAGE_ID, className="message", style=BANNER_HIDDEN),
+            dcc.Store(id="backend-failed"),
+            # Changes only when the backend comes back after an outage: pages take it as an Input.
+            dcc.Store(id="backend-epoch", data=0),
             dash.page_container,
         ],
         className="shell",
@@ -77,16 +65,31 @@ def _shell() -> html.Div:
 
 
 def _register_shell_callbacks(app: dash.Dash) -> None:
-    @app.callback(
-        Output(BANNER_ID, "children"),
-        Output(BANNER_ID, "style"),
-        Input("health-poll", "n_intervals"),
+    # A callback that found the backend down tells the health poll (assets/cggm_health.js), which
+    # then bumps `backend-epoch` once the backend answers again.
+    app.clientside_callback(
+        "function (t) { window.cggmBackendFailedAt = t; return window.dash_clientside.no_update; }",
+        Output("backend-failed", "id"),
+        Input("backend-failed", "data"),
+        prevent_initial_call=True,
     )
-    def check_backend(_n: int | None) -> tuple[str, dict[str, str]]:
-        try:
-            api.client().health()
-        except BackendDown as e:
-            return f"Backend unreachable — retrying every {HEALTH_INTERVAL_MS // 1000} s. ({e})", BANNER_SHOWN
-        except Exception as e:  # an error answer still means it is up, but say so
-            return f"Backend unhealthy: {e}", BANNER_SHOWN
+
+    @app.callback(
+        Output(MESSAGE_ID, "children", allow_duplicate=True),
+        Output(MESSAGE_ID, "style", allow_duplicate=True),
+        Input("_pages_location", "pathname"),
+        prevent_initial_call=True,
+    )
+    def clear_message(_path: str | None) -> tuple[str, dict[str, str]]:
         return "", BANNER_HIDDEN
+
+
+def healthz() -> tuple[dict[str, Any], int]:
+    """This server is up (any answer says so); whether the backend answers, for the page's banner."""
+    try:
+        api.client().health()
+    except BackendDown as e:
+        return {"backend": False, "message": f"Backend unreachable — retrying every 2 s. ({e})"}, 200
+    except Exception as e:  # an error answer still means it is up, but say so
+        return {"backend": False, "message": f"Backend unhealthy: {e}"}, 200
+    return {"backend": True, "message": ""}, 200

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from cggm_core.exposure import INSECURE_ENV, INSECURE_FLAG, env_flag, exposure_error, exposure_warning
 from cggm_core.settings import SettingError
@@ -48,18 +49,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-_STATUS = re.compile(r"(\d{3})")
+access_log = logging.getLogger("dashboard.access")
 
 
-class _ErrorsOnly(logging.Filter):
-    """Werkzeug's request lines without the successful ones: an open page calls back every second."""
+class AccessLog:
+    """A request log for the WSGI app (waitress keeps none): every request, or only the failed ones
+    (an open page calls back every second, so a line per success would drown the console)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if not (isinstance(args, tuple) and len(args) == 3):  # (request line, status, size): a request
-            return True
-        status = _STATUS.search(str(args[1]))  # the status may be wrapped in colour codes
-        return status is None or int(status.group(1)) >= 400
+    def __init__(self, app: Any, errors_only: bool) -> None:
+        self.app = app
+        self.errors_only = errors_only
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def logging_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            code = int(status.split(" ", 1)[0])
+            if code >= 400 or not self.errors_only:
+                path = environ.get("PATH_INFO", "")
+                query = environ.get("QUERY_STRING")
+                line = f"{environ.get('REQUEST_METHOD', '')} {path}{'?' + query if query else ''}"
+                access_log.warning('%s "%s" %s', environ.get("REMOTE_ADDR", "-"), line, code)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, logging_start_response)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,13 +86,24 @@ def run(args: argparse.Namespace) -> int:
     warning = exposure_warning("dashboard", args.host, args.token)
     if warning:
         print(f"cggm: {warning}", file=sys.stderr, flush=True)
-    requests = logging.getLogger("werkzeug")
-    if args.access_log == "off":
-        requests.setLevel(logging.WARNING)
-    elif args.access_log == "errors":
-        requests.addFilter(_ErrorsOnly())
-    app.run(host=args.host, port=args.port, debug=False)
+    wsgi: Any = app.server
+    if args.access_log != "off":
+        wsgi = AccessLog(wsgi, errors_only=args.access_log == "errors")
+    serve(wsgi, args.host, args.port)
     return 0
+
+
+# Threads serve Dash's callbacks side by side: a page's first render, its ticks, the health poll
+# and other pages. A tick waits on the backend, not the CPU, so more threads than cores is right.
+SERVER_THREADS = 16
+
+
+def serve(wsgi_app: Any, host: str, port: int) -> None:
+    """A production WSGI server (waitress), not Flask's development server that `Dash.run` uses."""
+    from waitress import create_server
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    create_server(wsgi_app, host=host, port=port, threads=SERVER_THREADS).run()
 
 
 def main(argv: list[str] | None = None) -> int:

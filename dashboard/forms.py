@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .series import format_setting, parse_value_list
+from .configs import format_setting
+from .form_values import parse_value_list
 
 MAX_SWEEP_RUNS = 100
 
@@ -22,14 +23,53 @@ def settings_for(catalog: dict[str, Any], dataset: str | None, method: str | Non
     return out
 
 
+def sections(
+    settings: list[tuple[str, dict]], dataset: str | None, method: str | None
+) -> list[tuple[str, list[dict], bool]]:
+    """(title, settings, open) per form section: the data, the method, training; advanced ones folded."""
+    by = {
+        "dataset": [s for sec, s in settings if sec == "dataset"],
+        "method": [s for sec, s in settings if sec == "method"],
+        "trainer": [s for sec, s in settings if sec == "trainer" and not s.get("advanced")],
+        "advanced": [s for sec, s in settings if s.get("advanced")],
+    }
+    out = [
+        (f"Data: {dataset}", by["dataset"], True),
+        (f"Method: {method}", by["method"], True),
+        ("Training", by["trainer"], True),
+        ("Advanced", by["advanced"], False),
+    ]
+    return [(title, items, is_open) for title, items, is_open in out if items]
+
+
+def visible(setting: dict[str, Any], values: dict[str, Any]) -> bool:
+    """False for a setting the chosen options ignore (`shown_when`: e.g. stable-only ones under `paper`)."""
+    when = setting.get("shown_when") or {}
+    return all(str(values.get(name)) in [str(v) for v in allowed] for name, allowed in when.items())
+
+
+def seed_values(text: Any) -> list[int]:
+    """'repeat with seeds 0…k': k as typed → [0, …, k]; empty → no repeat."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return []
+    try:
+        k = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"seeds 0…k: {text!r} is not a whole number") from None
+    if not 0 <= k < MAX_SWEEP_RUNS:
+        raise ValueError(f"seeds 0…k: k = {k} is outside [0, {MAX_SWEEP_RUNS - 1}]")
+    return list(range(k + 1))
+
+
 def build_configs(
     base: dict[str, Any],
     kinds: dict[str, str],
     sweeps: list[tuple[str | None, str | None]],
     methods: list[str] | None,
     method_settings: dict[str, list[str]],
+    seeds: list[int] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(label, config) per run: the cartesian product of the sweep values (and methods).
+    """(label, config) per run: the cartesian product of the sweep values (and methods, and seeds).
 
     A method other than the form's own is sent without the form's method settings (its defaults
     apply), since setting names are unique per method.
@@ -44,6 +84,13 @@ def build_configs(
             axes.append([(name, v) for v in values])
     if methods and len(methods) > 0:
         axes.append([("method", m) for m in methods])
+    if seeds:
+        axes.append([("seed", k) for k in seeds])
+    total = 1
+    for a in axes:
+        total *= len(a)
+    if total > MAX_SWEEP_RUNS:
+        raise ValueError(f"the sweep makes {total} runs; at most {MAX_SWEEP_RUNS} at once")
     out: list[tuple[str, dict[str, Any]]] = []
     for combo in itertools.product(*axes) if axes else [()]:
         config = dict(base)

@@ -1,25 +1,23 @@
-"""Callback wrapper: no traceback ever reaches the page.
+"""Every callback error is shown on the page, never a traceback, never nothing.
 
-A backend that does not answer shows the banner; an error answer shows its message in the
-global message area; anything else is logged and shown as one line. The callback's outputs are
-left unchanged (PreventUpdate), so the page keeps what it had.
+`on_callback_error` is the app's `on_error` handler: Dash calls it with the exception of any
+callback and sends what it sets with `set_props` even though the callback's own outputs are left
+as they were. (Raising PreventUpdate after `set_props`, as an earlier wrapper did, makes Dash
+drop the whole response: the message never showed.) A backend that does not answer shows the
+banner; an error answer shows the backend's message; anything else one line naming the callback.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+import time
 
 import dash
-from dash.exceptions import PreventUpdate
 
 from .api import ApiError, BackendDown
 
 log = logging.getLogger("dashboard")
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 BANNER_ID = "backend-banner"
 MESSAGE_ID = "global-message"
@@ -32,25 +30,20 @@ def show_banner(text: str) -> None:
 
 
 def show_message(text: str) -> None:
-    dash.set_props(MESSAGE_ID, {"children": text})
+    dash.set_props(MESSAGE_ID, {"children": text, "style": BANNER_SHOWN})
 
 
-def safe_callback(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PreventUpdate:
-            raise
-        except BackendDown as e:
-            show_banner(f"Backend unreachable — retrying. ({e})")
-            raise PreventUpdate from None
-        except ApiError as e:
-            show_message(f"The backend refused: {e.message}")
-            raise PreventUpdate from None
-        except Exception as e:
-            log.exception("callback %s failed", fn.__name__)
-            show_message(f"Internal error in {fn.__name__}: {e.__class__.__name__}: {e}")
-            raise PreventUpdate from None
-
-    return wrapper  # type: ignore[return-value]
+def on_callback_error(err: Exception) -> None:
+    if isinstance(err, BackendDown):
+        show_banner(f"Backend unreachable — retrying; this page reloads its data when it is back. ({err})")
+        dash.set_props("backend-failed", {"data": time.time()})  # the health poll then counts its return
+        return None
+    if isinstance(err, ApiError):
+        show_message(f"The backend refused: {err.message}")
+        return None
+    where = ""
+    with contextlib.suppress(Exception):  # outside a callback context there is nothing to name
+        where = f" in {dash.ctx.triggered_id or 'a callback'}"
+    log.error("callback failed%s", where, exc_info=err)
+    show_message(f"Internal error{where}: {err.__class__.__name__}: {err}")
+    return None

@@ -6,48 +6,60 @@ import math
 import time
 from typing import Any
 
-from .series import format_setting
+from .configs import format_setting
+from .forms import visible
 
 # Trainer settings worth a column in every row; method settings are added per method from the catalog.
 KEY_TRAINER_SETTINGS = ("epochs", "seed", "lr", "batch_size")
 
 
-def _final_metrics(run: dict[str, Any]) -> tuple[str, str, str]:
-    """(final val metric, test metric, dominant modality by Shapley contribution) from the summary."""
+def _num(v: Any) -> float | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _final_metrics(run: dict[str, Any]) -> dict[str, Any]:
+    """Final, best and test value of the run's metric (numbers, for numeric columns) and the
+    dominant modality by Shapley contribution, from the summary."""
     summary = run.get("summary") or {}
     metric = summary.get("metric", "acc")
     final = summary.get("final") or {}
-    test = summary.get("test") or {}
-    val = final.get(f"val/{metric}")
-    tst = test.get(f"test/{metric}")
-    contrib = {k.rsplit("/", 1)[1]: v for k, v in final.items() if k.startswith("val/contrib/")}
-    contrib = {m: v for m, v in contrib.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    dominant = max(contrib, key=lambda m: contrib[m]) if contrib else ""
-    fmt = lambda v: f"{metric} {v:.4f}" if isinstance(v, (int, float)) else ""  # noqa: E731
-    return fmt(val), fmt(tst), dominant
+    contrib = {k.rsplit("/", 1)[1]: _num(v) for k, v in final.items() if k.startswith("val/contrib/")}
+    finite = {m: v for m, v in contrib.items() if v is not None}
+    return {
+        "metric": metric if summary else "",
+        "final": _num(final.get(f"val/{metric}")),
+        "best": _num((summary.get("best") or {}).get(f"val/{metric}")),
+        "test": _num((summary.get("test") or {}).get(f"test/{metric}")),
+        "dominant": max(finite, key=lambda m: finite[m]) if finite else "",
+    }
 
 
-def _key_settings(run: dict[str, Any], method_settings: dict[str, list[str]]) -> str:
+def _key_settings(run: dict[str, Any], method_settings: dict[str, list[dict[str, Any]]]) -> str:
+    """The method's settings (those its chosen variant uses) and a few trainer settings, as k=v."""
     config = run.get("config") or {}
-    names = [*method_settings.get(str(run.get("method") or config.get("method")), []), *KEY_TRAINER_SETTINGS]
+    own = method_settings.get(str(run.get("method") or config.get("method")), [])
+    names = [s["name"] for s in own if visible(s, config)] + list(KEY_TRAINER_SETTINGS)
     return " ".join(f"{n}={format_setting(config[n])}" for n in names if n in config)
 
 
 def _duration(run: dict[str, Any]) -> str:
+    """Run time; a lost run's ends at its last heartbeat (it does not keep growing)."""
     start = run.get("started_at")
     if not start:
         return ""
-    end = run.get("ended_at") or time.time()
-    s = int(end - start)
+    lost = run.get("status") == "lost"
+    end = run.get("ended_at") or (run.get("heartbeat_at") if lost else None) or time.time()
+    s = int(max(end - start, 0))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def run_rows(runs: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[str, Any]]:
     """Table rows for runs (pure; `id` is a markdown link built from the integer id only)."""
-    method_settings = {m["name"]: [s["name"] for s in m["settings"]] for m in catalog.get("methods", [])}
+    method_settings = {m["name"]: list(m["settings"]) for m in catalog.get("methods", [])}
     rows = []
     for r in runs:
-        final, test, dominant = _final_metrics(r)
         rows.append(
             {
                 "id": f"[{int(r['id'])}](/runs/{int(r['id'])})",
@@ -57,9 +69,7 @@ def run_rows(runs: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[s
                 "dataset": r.get("dataset") or (r.get("config") or {}).get("dataset", ""),
                 "method": r.get("method") or (r.get("config") or {}).get("method", ""),
                 "settings": _key_settings(r, method_settings),
-                "final": final,
-                "test": test,
-                "dominant": dominant,
+                **_final_metrics(r),
                 "tags": ", ".join(r.get("tags") or []),
                 "notes": r.get("notes", ""),
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("created_at") or 0)),

@@ -80,6 +80,7 @@ class MFeat(Dataset):
             "kar,mor",
             "comma-separated views: " + "; ".join(f"{k} = {v}" for k, v in VIEW_HELP.items()),
             pattern_help="comma-separated views from " + ", ".join(VIEWS),
+            extra={"multi_choices": list(VIEWS)},
         ),
         Setting("val_fraction", "float", 0.2, "fraction of each class for validation", min=0.05, max=0.4),
         Setting("test_fraction", "float", 0.2, "fraction of each class for test", min=0.05, max=0.4),

@@ -29,6 +29,7 @@ negative (gradient ascent on that encoder), and only the gradient clip keeps the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ def flat_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1), dim=1, eps=1e-12)[0]
 
 
+_STABLE_ONLY = ("eps_ema", "s_min", "b_max")
+
+
 class CGGM(Method):
     name = "cggm"
     help = "Classifier-Guided Gradient Modulation (NeurIPS 2024): magnitude by B_m, direction by L_gm"
@@ -91,6 +95,10 @@ class CGGM(Method):
         Setting("eps_ema", "float", 0.9, "stable: EMA decay applied to ε before differencing", min=0.0, max=0.999),
         Setting("s_min", "float", 0.01, "stable: |S| below this gives the neutral B = (M−1)/M", min=0.0, max=1.0),
         Setting("b_max", "float", 2.0, "stable: upper clamp of B", min=0.0, max=100.0),
+    ]
+    # Only `stable` reads these: forms hide them under the other variants (catalog: "shown_when").
+    settings = [
+        replace(s, extra={"shown_when": {"variant": ["stable"]}}) if s.name in _STABLE_ONLY else s for s in settings
     ]
 
     def __init__(self, cfg: Mapping[str, Any], model: MultimodalNet, aux: AuxHeads, task: Task) -> None:

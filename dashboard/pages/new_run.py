@@ -1,23 +1,27 @@
-"""New run page `/new`: a form generated from GET /api/catalog; single run or a sweep launched as a group.
+"""New run page `/new`: a form generated from GET /api/catalog; a single run, a sweep, seed repeats.
 
 Nothing here names a dataset, method or setting: a method added to the backend's registry shows
-up in the form by itself. Values are sent as typed text converted to the setting's type; bounds
-are the backend's to check, and its 422 message is shown inline.
+up in the form by itself, in sections (data, method, training; advanced settings folded), with
+the settings the chosen variant ignores hidden (the catalog's `shown_when`) and comma lists of
+known values (`multi_choices`, e.g. mfeat's views) as multi-selects. Each field is checked as it
+is typed (type, finiteness, bounds) and its message shown beside it; the backend checks again,
+and a 422 naming a setting is shown beside that setting too.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, dcc, html
+from dash import ALL, MATCH, Input, Output, State, dcc, html
 
-from dashboard import api
+from dashboard import api, catalog
 from dashboard.api import ApiError
-from dashboard.forms import build_configs, settings_for
-from dashboard.safety import safe_callback
-from dashboard.series import convert, format_setting
+from dashboard.configs import format_setting
+from dashboard.form_values import check_setting
+from dashboard.forms import MAX_SWEEP_RUNS, build_configs, sections, seed_values, settings_for, visible
 
 dash.register_page(__name__, path="/new", title="New run — CGGM Monitor", name="New run")
 
@@ -40,32 +44,51 @@ def layout(**_query: Any) -> html.Div:
                 ],
                 className="row",
             ),
-            html.Div(id="new-help", className="help"),
+            html.Div("loading the catalog…", id="new-help", className="help"),
             html.Div(id="new-fields"),
-            html.H3("Sweep (optional)"),
-            html.P(
-                "Values separated by commas or spaces (text settings: by ';'). One run per combination, "
-                "all on the same data and seed, tagged with one group tag.",
-                className="help",
+            html.Details(
+                [
+                    html.Summary("Sweep and repeats (optional)"),
+                    html.P(
+                        "Values separated by commas or spaces (text settings: by ';'). One run per combination, "
+                        "all on the same data, tagged with one group tag.",
+                        className="help",
+                    ),
+                    html.Div(
+                        [
+                            dcc.Dropdown(id="sweep-setting-1", placeholder="setting 1", style={"width": 220}),
+                            dcc.Input(id="sweep-values-1", placeholder="e.g. 0.5, 1.0, 1.3", style={"width": 200}),
+                            dcc.Dropdown(id="sweep-setting-2", placeholder="setting 2", style={"width": 220}),
+                            dcc.Input(id="sweep-values-2", placeholder="values", style={"width": 200}),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("methods"),
+                            dcc.Dropdown(
+                                id="sweep-methods", multi=True, placeholder="several methods", style={"width": 420}
+                            ),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("repeat with seeds 0…k, k ="),
+                            dcc.Input(id="sweep-seeds", type="text", placeholder="e.g. 4", style={"width": 80}),
+                            html.Span("(seed repeats make mean ± std bands in Compare)", className="help"),
+                        ],
+                        className="row",
+                    ),
+                ],
+                id="new-sweep",
+                open=bool(_query.get("sweep")),
             ),
             html.Div(
                 [
-                    dcc.Dropdown(id="sweep-setting-1", placeholder="setting 1", style={"width": 220}),
-                    dcc.Input(id="sweep-values-1", placeholder="e.g. 0.5, 1.0, 1.3", style={"width": 200}),
-                    dcc.Dropdown(id="sweep-setting-2", placeholder="setting 2", style={"width": 220}),
-                    dcc.Input(id="sweep-values-2", placeholder="values", style={"width": 200}),
+                    html.Button("Start", id="new-submit", className="primary"),
+                    html.Span("", id="new-count", className="help"),
                 ],
-                className="row",
-            ),
-            html.Div(
-                [
-                    html.Label("methods"),
-                    dcc.Dropdown(id="sweep-methods", multi=True, placeholder="several methods", style={"width": 420}),
-                ],
-                className="row",
-            ),
-            html.Div(
-                [html.Button("Start", id="new-submit", className="primary"), html.Span(id="new-count")],
                 className="row",
             ),
             html.Div(id="new-error", className="error"),
@@ -81,6 +104,11 @@ def _field(setting: dict[str, Any]) -> Any:
         return dcc.Dropdown(
             id=sid, options=[{"label": str(c), "value": c} for c in setting["choices"]], value=default, clearable=False
         )
+    if setting.get("multi_choices"):
+        chosen = [v for v in str(default or "").split(",") if v]
+        return dcc.Dropdown(
+            id=sid, options=[{"label": c, "value": c} for c in setting["multi_choices"]], value=chosen, multi=True
+        )
     if setting["type"] == "bool":
         return dcc.Dropdown(
             id=sid,
@@ -88,7 +116,7 @@ def _field(setting: dict[str, Any]) -> Any:
             value="true" if default else "false",
             clearable=False,
         )
-    return dcc.Input(id=sid, type="text", value=format_setting(default), style={"width": 240})
+    return dcc.Input(id=sid, type="text", value=format_setting(default), style={"width": 240}, debounce=False)
 
 
 def _bounds(setting: dict[str, Any]) -> str:
@@ -98,15 +126,39 @@ def _bounds(setting: dict[str, Any]) -> str:
     return f" [{format_setting(lo) if lo is not None else '−∞'}, {format_setting(hi) if hi is not None else '∞'}]"
 
 
-def form_rows(settings: list[tuple[str, dict]]) -> list[Any]:
+def _rows(items: list[dict[str, Any]], values: dict[str, Any]) -> list[Any]:
     rows: list[Any] = []
-    for section, s in settings:
-        rows += [
-            html.Label(f"{s['name']} ({section})", htmlFor=s["name"]),
-            _field(s),
-            html.Span(f"{s.get('help', '')} — {s['type']}{_bounds(s)}", className="help"),
-        ]
-    return [html.Div(rows, className="form-grid")]
+    for s in items:
+        style = {} if visible(s, values) else {"display": "none"}
+        rows.append(
+            html.Div(
+                [
+                    html.Label(s["name"], htmlFor=s["name"]),
+                    _field(s),
+                    html.Span("", id={"type": "setting-error", "name": s["name"]}, className="field-error"),
+                    html.Span(f"{s.get('help', '')} — {s['type']}{_bounds(s)}", className="help"),
+                ],
+                id={"type": "setting-row", "name": s["name"]},
+                className="form-row",
+                style=style,
+            )
+        )
+    return rows
+
+
+def form(catalog_doc: dict[str, Any], dataset: str | None, method: str | None) -> list[Any]:
+    settings = settings_for(catalog_doc, dataset, method)
+    defaults = {s["name"]: s.get("default") for _, s in settings}
+    out: list[Any] = []
+    for title, items, is_open in sections(settings, dataset, method):
+        out.append(
+            html.Details(
+                [html.Summary(title), html.Div(_rows(items, defaults), className="form-grid")],
+                open=is_open,
+                className="form-section",
+            )
+        )
+    return out
 
 
 @dash.callback(
@@ -117,20 +169,13 @@ def form_rows(settings: list[tuple[str, dict]]) -> list[Any]:
     Output("new-method", "value"),
     Output("sweep-methods", "options"),
     Input("new-catalog", "id"),
+    Input("backend-epoch", "data"),  # opened while the backend was down: load it when it is back
 )
-@safe_callback
-def load_catalog(_id: str):
-    catalog = api.client().catalog()
-    datasets = [d["name"] for d in catalog.get("datasets", [])]
-    methods = [m["name"] for m in catalog.get("methods", [])]
-    return (
-        catalog,
-        datasets,
-        datasets[0] if datasets else None,
-        methods,
-        methods[0] if methods else None,
-        methods,
-    )
+def load_catalog(_id: str, _backend: Any):
+    doc = catalog.catalog()
+    datasets = [d["name"] for d in doc.get("datasets", [])]
+    methods = [m["name"] for m in doc.get("methods", [])]
+    return doc, datasets, datasets[0] if datasets else None, methods, methods[0] if methods else None, methods
 
 
 @dash.callback(
@@ -142,28 +187,85 @@ def load_catalog(_id: str):
     Input("new-method", "value"),
     State("new-catalog", "data"),
 )
-def show_fields(dataset: str | None, method: str | None, catalog: dict | None):
-    if not catalog:
-        return [], "", [], []
-    settings = settings_for(catalog, dataset, method)
+def show_fields(dataset: str | None, method: str | None, catalog_doc: dict | None):
+    if not catalog_doc:
+        return [], "loading the catalog…", [], []
     helps = [
         i.get("help", "")
         for key in ("datasets", "methods")
-        for i in catalog.get(key, [])
+        for i in catalog_doc.get(key, [])
         if i["name"] in (dataset, method)
     ]
-    names = [s["name"] for _, s in settings]
-    return form_rows(settings), " · ".join(h for h in helps if h), names, names
+    names = [s["name"] for _, s in settings_for(catalog_doc, dataset, method)]
+    return form(catalog_doc, dataset, method), " · ".join(h for h in helps if h), names, names
 
 
 @dash.callback(
-    Output("new-error", "children"),
-    Output("new-result", "children"),
-    Input("new-submit", "n_clicks"),
+    Output({"type": "setting-error", "name": MATCH}, "children"),
+    Input({"type": "setting", "name": MATCH}, "value"),
+    State({"type": "setting", "name": MATCH}, "id"),
     State("new-dataset", "value"),
     State("new-method", "value"),
-    State("new-name", "value"),
-    State("new-tags", "value"),
+    State("new-catalog", "data"),
+    prevent_initial_call=True,
+)
+def check_field(value: Any, sid: dict[str, str], dataset: str | None, method: str | None, catalog_doc: dict | None):
+    setting = _setting(catalog_doc, dataset, method, sid["name"])
+    if setting is None:
+        return ""
+    return check_setting(setting, value)[1] or ""
+
+
+@dash.callback(
+    Output({"type": "setting-row", "name": ALL}, "style"),
+    Input({"type": "setting", "name": ALL}, "value"),
+    State({"type": "setting", "name": ALL}, "id"),
+    State("new-dataset", "value"),
+    State("new-method", "value"),
+    State("new-catalog", "data"),
+)
+def hide_ignored(values: list[Any], ids: list[dict[str, str]], dataset, method, catalog_doc):
+    current = {i["name"]: v for i, v in zip(ids, values, strict=True)}
+    out = []
+    for i in ids:
+        s = _setting(catalog_doc, dataset, method, i["name"])
+        out.append({} if s is None or visible(s, current) else {"display": "none"})
+    return out
+
+
+def _setting(catalog_doc: dict | None, dataset: str | None, method: str | None, name: str) -> dict[str, Any] | None:
+    for _, s in settings_for(catalog_doc or {}, dataset, method):
+        if s["name"] == name:
+            return s
+    return None
+
+
+def _collect(catalog_doc, dataset, method, values, ids) -> tuple[dict[str, Any], dict[str, str]]:
+    """The base config from the visible fields, and the errors per field."""
+    current = {i["name"]: v for i, v in zip(ids, values, strict=True)}
+    base: dict[str, Any] = {"dataset": dataset, "method": method}
+    errors: dict[str, str] = {}
+    for i, raw in zip(ids, values, strict=True):
+        s = _setting(catalog_doc, dataset, method, i["name"])
+        if s is None or not visible(s, current):
+            continue  # a setting the chosen variant ignores: its default applies
+        value, err = check_setting(s, raw)
+        if err:
+            errors[s["name"]] = err
+        elif value is not None:
+            base[s["name"]] = value
+    return base, errors
+
+
+def _configs(catalog_doc, dataset, method, values, ids, s1, v1, s2, v2, methods, seeds):
+    base, errors = _collect(catalog_doc, dataset, method, values, ids)
+    kinds = {s["name"]: s["type"] for _, s in settings_for(catalog_doc, dataset, method)}
+    method_settings = {m["name"]: [s["name"] for s in m["settings"]] for m in catalog_doc.get("methods", [])}
+    configs = build_configs(base, kinds, [(s1, v1), (s2, v2)], methods, method_settings, seed_values(seeds))
+    return configs, errors
+
+
+SWEEP_STATES = [
     State({"type": "setting", "name": ALL}, "value"),
     State({"type": "setting", "name": ALL}, "id"),
     State("sweep-setting-1", "value"),
@@ -171,28 +273,66 @@ def show_fields(dataset: str | None, method: str | None, catalog: dict | None):
     State("sweep-setting-2", "value"),
     State("sweep-values-2", "value"),
     State("sweep-methods", "value"),
+    State("sweep-seeds", "value"),
+]
+
+
+@dash.callback(
+    Output("new-count", "children"),
+    Input("sweep-setting-1", "value"),
+    Input("sweep-values-1", "value"),
+    Input("sweep-setting-2", "value"),
+    Input("sweep-values-2", "value"),
+    Input("sweep-methods", "value"),
+    Input("sweep-seeds", "value"),
+    Input("new-fields", "children"),
+    State({"type": "setting", "name": ALL}, "value"),
+    State({"type": "setting", "name": ALL}, "id"),
+    State("new-dataset", "value"),
+    State("new-method", "value"),
+    State("new-catalog", "data"),
+)
+def count_runs(s1, v1, s2, v2, methods, seeds, _fields, values, ids, dataset, method, catalog_doc):
+    """'Start 12 runs' before anything starts."""
+    if not catalog_doc or not dataset or not method:
+        return ""
+    try:
+        configs, _ = _configs(catalog_doc, dataset, method, values, ids, s1, v1, s2, v2, methods, seeds)
+    except ValueError as e:
+        return str(e)
+    n = len(configs)
+    return "starts 1 run" if n == 1 else f"starts {n} runs (at most {MAX_SWEEP_RUNS})"
+
+
+@dash.callback(
+    Output("new-error", "children"),
+    Output("new-result", "children"),
+    Output({"type": "setting-error", "name": ALL}, "children", allow_duplicate=True),
+    Input("new-submit", "n_clicks"),
+    State("new-dataset", "value"),
+    State("new-method", "value"),
+    State("new-name", "value"),
+    State("new-tags", "value"),
+    *SWEEP_STATES,
     State("new-catalog", "data"),
     prevent_initial_call=True,
 )
-@safe_callback
-def submit(_n, dataset, method, name, tags, values, ids, s1, v1, s2, v2, methods, catalog):
-    if not catalog or not dataset or not method:
-        return "the catalog has not loaded yet", dash.no_update
-    kinds = {s["name"]: s["type"] for _, s in settings_for(catalog, dataset, method)}
-    base: dict[str, Any] = {"dataset": dataset, "method": method}
-    for sid, value in zip(ids, values, strict=True):
-        setting = sid["name"]
-        if value is None or (isinstance(value, str) and value.strip() == "" and kinds.get(setting) != "str"):
-            continue  # empty: the backend's default
-        try:
-            base[setting] = convert(value, kinds.get(setting, "str"))
-        except ValueError as e:
-            return f"{setting}: {e}", dash.no_update
-    method_settings = {m["name"]: [s["name"] for s in m["settings"]] for m in catalog.get("methods", [])}
+def submit(_n, dataset, method, name, tags, values, ids, s1, v1, s2, v2, methods, seeds, catalog_doc):
+    field_errors = {i["name"]: "" for i in ids}
+
+    def inline() -> list[str]:
+        return [field_errors[i["name"]] for i in ids]
+
+    if not catalog_doc or not dataset or not method:
+        return "the catalog has not loaded yet (is the backend up?)", dash.no_update, inline()
     try:
-        configs = build_configs(base, kinds, [(s1, v1), (s2, v2)], methods, method_settings)
+        configs, errors = _configs(catalog_doc, dataset, method, values, ids, s1, v1, s2, v2, methods, seeds)
     except ValueError as e:
-        return str(e), dash.no_update
+        return str(e), dash.no_update, inline()
+    if errors:
+        field_errors.update(errors)
+        listed = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        return f"Fix the marked field(s) first — {listed}", dash.no_update, inline()
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
     sweep = len(configs) > 1
     if sweep:
@@ -204,9 +344,21 @@ def submit(_n, dataset, method, name, tags, values, ids, s1, v1, s2, v2, methods
         try:
             created.append(client.create_run(config, name=run_name, tags=tag_list))
         except ApiError as e:
+            named = _setting_named(e.message, field_errors)
+            if named:
+                field_errors[named] = e.message
             done = f" ({len(created)} of {len(configs)} runs were created before this)" if created else ""
-            return f"Rejected{' at ' + label if sweep else ''}: {e.message}{done}", _links(created)
-    return "", _links(created)
+            return f"Rejected{' at ' + label if sweep else ''}: {e.message}{done}", _links(created), inline()
+    return "", _links(created), inline()
+
+
+def _setting_named(message: str, fields: dict[str, str]) -> str | None:
+    """The field a backend message is about ("setting 'epochs': …"), if it is on the form."""
+    for m in re.finditer(r"setting '([^']+)'|\b([a-z_][a-z0-9_]*)\s*=", message):
+        name = m.group(1) or m.group(2)
+        if name in fields:
+            return name
+    return None
 
 
 def _links(runs: list[dict[str, Any]]) -> list[Any]:

@@ -1,6 +1,9 @@
-"""Fixtures for the dashboard tests: series factories, and for browser tests the real stack
-(backend + one worker + dashboard as subprocesses on free ports of 127.0.0.1) and headless Chromium.
+"""Fixtures for the dashboard tests: for browser tests the real stack (backend, a worker, the
+dashboard as subprocesses on free ports of 127.0.0.1) and headless Chromium.
 
+`stack` (session) has a worker and trains real jobs; `bare_stack` (per module) has no worker, a
+fresh database, a 3 s heartbeat timeout (runs go `lost` quickly) and a 2 s undo window, and can
+stop and start its backend and dashboard (outage and recovery tests).
 With CI=true a missing Chromium, Playwright or backend fails the browser tests instead of skipping.
 """
 
@@ -26,6 +29,7 @@ from .pagekit import CHROMIUM, CHROMIUM_ARGS, free_port, wait_http
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+LAUNCHER = str(Path(__file__).with_name("stack_launcher.py"))
 
 
 def unavailable(reason: str) -> None:
@@ -36,16 +40,94 @@ def unavailable(reason: str) -> None:
 
 
 class Stack:
-    def __init__(self, api: str, ui: str, workdir: Path) -> None:
-        self.api = api
-        self.ui = ui
-        self.workdir = workdir
-        self.http = httpx.Client(base_url=api, timeout=10.0)
+    """Backend, optional worker and dashboard subprocesses; each can be stopped and started again."""
 
+    def __init__(self, workdir: Path, *, worker: bool, env: dict[str, str] | None = None, poll_ms: int = 500) -> None:
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1",
+            **(env or {}),
+        }
+        self.env.pop("CGGM_TOKEN", None)
+        self.api_port, self.ui_port = free_port(), free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.ui = f"http://127.0.0.1:{self.ui_port}"
+        self.http = httpx.Client(base_url=self.api, timeout=10.0)
+        db = f"sqlite:///{workdir / 'cggm.db'}"
+        self.commands = {
+            "backend": [
+                sys.executable,
+                LAUNCHER,
+                "serve",
+                "--port",
+                str(self.api_port),
+                "--db",
+                db,
+                "--log-level",
+                "warning",
+            ],
+            "worker": [sys.executable, LAUNCHER, "worker", "--server", self.api, "--no-progress", "--poll-s", "0.2"],
+            "dashboard": [
+                sys.executable,
+                *("-m", "dashboard.cli", "--port", str(self.ui_port), "--api", self.api, "--poll-ms", str(poll_ms)),
+            ],
+        }
+        if not worker:
+            del self.commands["worker"]
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        log = self.workdir / f"{name}.log"
+        proc = subprocess.Popen(
+            self.commands[name], cwd=REPO, env=self.env, stdout=log.open("a"), stderr=subprocess.STDOUT
+        )
+        self.procs[name] = proc
+        if name == "backend":
+            wait_http(f"{self.api}/api/health", proc, log)
+        elif name == "dashboard":
+            wait_http(f"{self.ui}/", proc, log)
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def start_all(self) -> None:
+        for name in self.commands:
+            self.start(name)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text()
+
+    # ---- the backend's API, as a test needs it
     def create_run(self, config: dict[str, Any], **body: Any) -> dict[str, Any]:
         r = self.http.post("/api/runs", json={"config": config, **body})
         r.raise_for_status()
         return r.json()
+
+    def external_run(self, name: str, config: dict[str, Any] | None = None) -> int:
+        run = self.create_run(config or {"dataset": "ext", "method": "ext"}, name=name, external=True)
+        return int(run["id"])
+
+    def post(self, run_id: int, points: list[dict[str, Any]]) -> None:
+        self.http.post(f"/api/runs/{run_id}/metrics", json={"points": points}).raise_for_status()
+
+    def finish(self, run_id: int, summary: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"status": "finished", **({"summary": summary} if summary else {})}
+        self.http.post(f"/api/runs/{run_id}/finish", json=body).raise_for_status()
 
     def run(self, run_id: int) -> dict[str, Any]:
         return self.http.get(f"/api/runs/{run_id}").json()
@@ -60,8 +142,7 @@ class Stack:
         raise AssertionError(f"run {run_id} did not reach {statuses}: {self.run(run_id)['status']}")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def _check_stack_available() -> None:
     if importlib.util.find_spec("backend") is None and not (REPO / "backend" / "app.py").exists():
         unavailable("the backend package is missing")
     try:
@@ -69,58 +150,32 @@ def stack() -> Iterator[Stack]:
         importlib.import_module("cggm_core.worker")
     except ImportError as e:
         unavailable(f"the stack commands are missing: {e}")
+
+
+@contextlib.contextmanager
+def running_stack(**kwargs: Any) -> Iterator[Stack]:
+    _check_stack_available()
     workdir = Path(tempfile.mkdtemp(prefix="cggm-dash-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("CGGM_TOKEN", None)
-    api_port, ui_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    ui = f"http://127.0.0.1:{ui_port}"
-    launcher = str(Path(__file__).with_name("stack_launcher.py"))
-    commands = {
-        "backend": [
-            sys.executable,
-            launcher,
-            "serve",
-            "--port",
-            str(api_port),
-            "--db",
-            f"sqlite:///{workdir / 'cggm.db'}",
-            "--log-level",
-            "warning",
-        ],
-        "worker": [sys.executable, launcher, "worker", "--server", api, "--no-progress", "--poll-s", "0.2"],
-        "dashboard": [
-            sys.executable,
-            "-m",
-            "dashboard.cli",
-            "--port",
-            str(ui_port),
-            "--api",
-            api,
-            "--poll-ms",
-            "500",
-        ],
-    }
-    procs: list[subprocess.Popen] = []
+    s = Stack(workdir, **kwargs)
     try:
-        for name, cmd in commands.items():
-            log = workdir / f"{name}.log"
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-            procs.append(proc)
-            if name == "backend":
-                wait_http(f"{api}/api/health", proc, log)
-            elif name == "dashboard":
-                wait_http(f"{ui}/", proc, log)
-        yield Stack(api, ui, workdir)
+        s.start_all()
+        yield s
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        s.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with running_stack(worker=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def bare_stack() -> Iterator[Stack]:
+    env = {"CGGM_HEARTBEAT_TIMEOUT_S": "3", "CGGM_LOST_CHECK_INTERVAL_S": "0.5", "CGGM_DASHBOARD_UNDO_S": "2"}
+    with running_stack(worker=False, env=env) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +194,7 @@ def browser_context() -> Iterator[Any]:
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1000},
+            accept_downloads=True,
         )
         try:
             yield context
@@ -158,6 +214,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def page(browser_context: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     p = browser_context.new_page()
     p.set_default_timeout(20_000)
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.js_errors = errors  # type: ignore[attr-defined]
     yield p
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

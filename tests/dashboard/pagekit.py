@@ -53,14 +53,29 @@ def dom_id(**parts: str) -> str:
     return f"[id='{json.dumps(parts, sort_keys=True, separators=(',', ':'))}']"
 
 
+def graph_selector(graph: str) -> str:
+    """The dcc.Graph whose pattern id has name `graph`, whatever its type ("graph", "run-graph", …)."""
+    return f"""[id*='"name":{json.dumps(graph)}'][id$='graph"}}']"""
+
+
+def plotly_data(page: Any, graph: str, expr: str = "gd.data") -> Any:
+    """Evaluate `expr` (with `gd`: the graph's plotly div) in the page; None before plotly has drawn.
+
+    The graph is scrolled into view first, as a user would look at it: panels far down the page
+    are drawn only when they come near.
+    """
+    return page.evaluate(
+        f"""(sel) => {{ const el = document.querySelector(sel);
+                      if (el) el.scrollIntoView({{block: 'nearest'}});
+                      const gd = el && el.querySelector('.js-plotly-plot');
+                      return gd && gd.data ? ({expr}) : null; }}""",
+        graph_selector(graph),
+    )
+
+
 def trace_lengths(page: Any, graph: str) -> list[int]:
     """Number of points in each trace of a graph, read from plotly's own data in the page."""
-    return page.evaluate(
-        """(sel) => { const el = document.querySelector(sel);
-                      const gd = el && el.querySelector('.js-plotly-plot');
-                      return gd && gd.data ? gd.data.map(t => (t.x || []).length) : []; }""",
-        dom_id(name=graph, type="graph"),
-    )
+    return plotly_data(page, graph, "gd.data.map(t => (t.x || []).length)") or []
 
 
 def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition", interval_s: float = 0.1) -> Any:

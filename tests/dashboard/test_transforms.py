@@ -1,4 +1,4 @@
-"""Pure transforms: smoothing, symlog, dominance, settings that differ, value parsing."""
+"""Pure transforms: decoding, dominance (and its exact running tally), settings that differ, value parsing."""
 
 from __future__ import annotations
 
@@ -6,64 +6,10 @@ import math
 
 import pytest
 
-from dashboard.series import (
-    EmaState,
-    Series,
-    decode_value,
-    differing_rows,
-    differing_settings,
-    dominance,
-    parse_series,
-    parse_value_list,
-    smooth,
-    symlog,
-    symlog_ticks,
-)
-
-
-def test_debiased_ema_matches_hand_computed_values() -> None:
-    # w = 0.5: s1 = 0.5 → 0.5/0.5 = 1; s2 = 0.25+1 = 1.25 → 1.25/0.75; s3 = 0.625+1.5 = 2.125 → 2.125/0.875
-    out, st = smooth([1.0, 2.0, 3.0], 0.5)
-    assert out == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
-    assert (st.last, st.count) == (pytest.approx(2.125), 3)
-
-
-def test_ema_weight_zero_is_identity_and_first_point_is_unbiased() -> None:
-    assert smooth([3.0, -1.0, 7.0], 0.0)[0] == [3.0, -1.0, 7.0]
-    # Debiasing: the first smoothed value equals the first point for any weight (no pull towards 0).
-    assert smooth([5.0], 0.99)[0] == pytest.approx([5.0])
-
-
-def test_ema_skips_non_finite_points_without_poisoning_the_state() -> None:
-    out, _ = smooth([1.0, math.nan, 3.0, math.inf], 0.5)
-    assert out[0] == pytest.approx(1.0)
-    assert math.isnan(out[1]) and math.isnan(out[3])
-    assert out[2] == pytest.approx(1.75 / 0.75)  # s2 = 0.5·0.5 + 0.5·3 over 1 − 0.5²
-
-
-def test_ema_continues_across_chunks_exactly() -> None:
-    values = [0.3, 0.9, 0.1, 0.5, 0.7, 0.2]
-    whole, _ = smooth(values, 0.8)
-    head, st = smooth(values[:4], 0.8)
-    tail, _ = smooth(values[4:], 0.8, EmaState(st.last, st.count))
-    assert head + tail == pytest.approx(whole)
-
-
-def test_ema_rejects_weight_one() -> None:
-    with pytest.raises(ValueError, match="outside"):
-        smooth([1.0], 1.0)
-
-
-def test_symlog_values_and_ticks() -> None:
-    assert symlog(0.0) == 0.0
-    assert symlog(9.0) == pytest.approx(1.0)
-    assert symlog(-99.0) == pytest.approx(-2.0)
-    assert symlog(1e7 - 1) == pytest.approx(7.0)
-    assert math.isnan(symlog(math.nan))
-    vals, text = symlog_ticks(-50.0, 2e7)
-    assert dict(zip(text, vals, strict=True))["1e7"] == pytest.approx(math.log10(1 + 1e7))
-    assert "-100" in text and "0" in text and "1e8" in text
-    assert vals == sorted(vals)
+from dashboard.configs import differing_rows, differing_settings
+from dashboard.decode import Series, decode_value, parse_series
+from dashboard.dominance import DominanceTally, dominance
+from dashboard.form_values import check_setting, convert, parse_value_list
 
 
 def test_decode_non_finite_strings() -> None:
@@ -122,3 +68,39 @@ def test_sweep_value_lists() -> None:
         parse_value_list("1, x", "int")
     with pytest.raises(ValueError, match="not a valid int"):
         parse_value_list("1.5", "int")
+
+
+def test_dominance_tally_is_exact_across_reads_that_split_a_step() -> None:
+    tally = DominanceTally("acc")
+    # Step 3 of b arrives in the second read: judged then, not lost and not counted twice.
+    tally.fold({"acc/a": Series([1, 2, 3], [0.5, 0.9, 0.4], [0, 0, 0]), "acc/b": Series([1, 2], [0.7, 0.6], [0, 0])})
+    assert (tally.judged, tally.counts) == (2, {"b": 1, "a": 1})
+    tally.fold({"acc/b": Series([3], [0.6], [0]), "acc/a": Series([4], [0.8], [0])})
+    assert (tally.judged, tally.counts) == (3, {"b": 2, "a": 1})
+    tally.fold({"acc/b": Series([4], [0.1], [0])})
+    assert tally.counts == {"b": 2, "a": 2} and tally.now == ("a", pytest.approx(0.7))
+    assert tally.describe() == "accuracy: a leads by +0.700 now (led 50% of steps)"
+    assert tally.shares() == {"a": 0.5, "b": 0.5}
+
+
+def test_form_values_refuse_nan_and_infinity() -> None:
+    for text in ("nan", "NaN", "inf", "-Infinity", "1e999"):
+        with pytest.raises(ValueError, match="not a finite number"):
+            convert(text, "float")
+        with pytest.raises(ValueError, match="not a finite number"):
+            convert(text, "int")
+    assert convert(" 1.5 ", "float") == 1.5 and convert("3", "int") == 3
+
+
+def test_check_setting_gives_the_message_shown_beside_the_field() -> None:
+    rho = {"name": "rho", "type": "float", "min": 0.0, "max": 100.0}
+    assert check_setting(rho, "1.3") == (1.3, None)
+    assert check_setting(rho, "nan") == (None, "'nan' is not a finite number")
+    assert check_setting(rho, "-1") == (None, "-1 is outside [0, 100]")
+    assert check_setting(rho, "") == (None, None)  # empty: the default applies
+    views = {"name": "views", "type": "str", "multi_choices": ["fou", "kar", "mor"]}
+    assert check_setting(views, ["kar", "mor"]) == ("kar,mor", None)
+    assert check_setting(views, "kar,xyz") == (None, "unknown: xyz; allowed: fou, kar, mor")
+    assert check_setting(views, []) == (None, "choose at least one")
+    opt = {"name": "optimizer", "type": "str", "choices": ["adam", "sgd"]}
+    assert check_setting(opt, "lbfgs") == (None, "'lbfgs' is not one of adam, sgd")

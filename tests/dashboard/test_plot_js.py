@@ -1,0 +1,168 @@
+"""The browser-side builders (dashboard/assets/cggm_plot.js), run in real headless Chromium.
+
+Hand-computed expectations, as the Python transforms had: the EMA, symlog and its ticks, the log
+scale's hidden points, step → epoch, group bands, dominance, and the merge of a live delta.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ASSETS = Path(__file__).resolve().parents[2] / "dashboard" / "assets"
+
+
+@pytest.fixture
+def js(page: Any) -> Any:
+    page.set_content("<html><body></body></html>")
+    page.add_script_tag(path=str(ASSETS / "cggm_plot.js"))
+    return lambda expr, arg=None: page.evaluate(f"(arg) => {{ const P = window.cggmPlot; return {expr}; }}", arg)
+
+
+def test_debiased_ema_matches_hand_computed_values(js: Any) -> None:
+    # w = 0.5: s1 = 0.5 → 0.5/0.5 = 1; s2 = 0.25+1 = 1.25 → 1.25/0.75; s3 = 0.625+1.5 → 2.125/0.875
+    assert js("P.ema([1, 2, 3], 0.5)") == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
+    assert js("P.ema([3, -1, 7], 0)") == [3, -1, 7]
+    assert js("P.ema([5], 0.99)") == pytest.approx([5.0])  # debiased: no pull towards 0
+    # A non-finite point gives NaN (a gap once drawn) and leaves the state untouched.
+    out = js("P.ema([1, NaN, 3, Infinity], 0.5)")
+    assert out[0] == pytest.approx(1.0) and math.isnan(out[1]) and math.isnan(out[3])
+    assert out[2] == pytest.approx(1.75 / 0.75)
+
+
+def test_symlog_values_and_ticks(js: Any) -> None:
+    assert js("[P.symlog(0), P.symlog(9), P.symlog(-99), P.symlog(1e7 - 1)]") == pytest.approx([0, 1, -2, 7])
+    ticks = js("P.symlogTicks(-50, 2e7)")
+    by_text = dict(zip(ticks["text"], ticks["vals"], strict=True))
+    assert by_text["1e7"] == pytest.approx(math.log10(1 + 1e7))
+    assert "-100" in by_text and "0" in by_text and "1e8" in by_text
+    assert ticks["vals"] == sorted(ticks["vals"])
+
+
+def test_log_scale_hides_values_at_or_below_zero_and_counts_them(js: Any) -> None:
+    out = js("P.yValues([-0.5, 0, 0.3, NaN, 2], 'log')")
+    assert out["y"] == [None, None, 0.3, None, 2] and out["hidden"] == 2
+    lin = js("P.yValues([-0.5, 0.3], 'linear')")
+    assert lin["y"] == [-0.5, 0.3] and lin["hidden"] == 0  # cos/* keeps its negative values
+
+
+def test_epoch_axis_from_logged_epochs_or_steps_per_epoch(js: Any) -> None:
+    # Epoch 1 ended at step 10, epoch 2 at step 30 (a longer epoch): piecewise linear, then at epoch 2's pace.
+    got = js("[5, 10, 20, 30, 40].map(P.epochOf({s: [10, 30], v: [1, 2]}, null))")
+    assert got == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5])
+    assert js("[8, 12].map(P.epochOf(null, 4))") == pytest.approx([2.0, 3.0])
+    assert js("P.epochOf(null, null)") is None
+
+
+def test_group_band_mean_std_and_min_max(js: Any) -> None:
+    members = [{"x": [1, 2, 3], "y": [1, 2, 3]}, {"x": [1, 2, 3], "y": [3, 4, 5]}]
+    b = js("P.band(arg, 'std')", members)
+    assert b["mean"] == [2, 3, 4] and b["n"] == 2
+    assert b["upper"] == pytest.approx([2 + math.sqrt(2), 3 + math.sqrt(2), 4 + math.sqrt(2)])
+    mm = js("P.band(arg, 'minmax')", members)
+    assert mm["lower"] == [1, 2, 3] and mm["upper"] == [3, 4, 5]
+
+
+def test_dominance_exact_on_shared_steps(js: Any) -> None:
+    series = {"a": {"s": [1, 2, 3], "v": [0.5, 0.9, 0.4]}, "b": {"s": [1, 2], "v": [0.7, 0.6]}}
+    d = js("P.dominance(arg, 'acc')", series)
+    assert d["steps"] == [1, 2] and d["leaders"] == ["b", "a"]
+    assert d["margins"] == pytest.approx([0.2, 0.3])
+    g = js("P.dominance(arg, 'grad_norm')", {"a": {"s": [1], "v": [1.0]}, "b": {"s": [1], "v": [4.0]}})
+    assert g["leaders"] == ["b"] and g["margins"] == pytest.approx([4.0])
+    assert js(
+        "[P.formatMargin('acc', 0.1), P.formatMargin('grad_norm', 3), P.formatMargin('grad_norm', Infinity)]"
+    ) == [
+        "+0.100",
+        "×3",
+        "×∞",
+    ]
+
+
+def test_figure_per_scale_with_real_values_in_the_hover(js: Any) -> None:
+    data = {
+        "run_id": 1,
+        "runs": {"1": {"t0": 100}},
+        "series": {"coef/m0": {"s": [1, 2, 3], "v": [0.5, -2e7, "NaN"], "t": [100, 101, 102]}},
+    }
+    spec = {
+        "id": "p",
+        "title": "coef",
+        "scale": "symlog",
+        "traces": [{"sid": "coef/m0", "name": "m0", "color": "#111111"}],
+    }
+    fig = js("P.buildFigure(arg.spec, arg.data, {scale: 'symlog'})", {"spec": spec, "data": data})
+    (tr,) = fig["data"]
+    assert tr["y"][1] == pytest.approx(-math.log10(1 + 2e7)) and tr["y"][2] is None
+    assert tr["customdata"][:2] == [0.5, -2e7]
+    assert tr["line"]["color"] == "#111111" and tr["name"] == "m0"
+    assert "%{fullData.name}" in tr["hovertemplate"]  # the name is never part of the template
+    assert "-1e7" in fig["layout"]["yaxis"]["ticktext"]
+    smooth = js(
+        "P.buildFigure(arg.spec, arg.data, {smoothing: 0.5, scale: 'linear', x: 'relative'})",
+        {"spec": spec, "data": data},
+    )
+    assert [t["meta"]["kind"] for t in smooth["data"]] == ["raw", "smooth"]
+    assert smooth["data"][0]["opacity"] == 0.3 and smooth["data"][0]["showlegend"] is False
+    assert smooth["data"][1]["x"] == [0, 1, 2]
+
+
+def test_small_multiples_share_or_own_their_y_axes(js: Any) -> None:
+    data = {
+        "runs": {},
+        "series": {"1|a": {"s": [1], "v": [1], "t": [0], "r": 1}, "2|a": {"s": [1], "v": [1e6], "t": [0], "r": 2}},
+    }
+    spec = {
+        "id": "sm",
+        "scale": "linear",
+        "columns": ["run 1", "run 2"],
+        "traces": [
+            {"sid": "1|a", "name": "m0", "column": 0, "color": "#000"},
+            {"sid": "2|a", "name": "m0", "column": 1, "color": "#000"},
+        ],
+    }
+    own = js("P.buildFigure(arg.spec, arg.data, {sharedY: false})", {"spec": spec, "data": data})
+    shared = js("P.buildFigure(arg.spec, arg.data, {sharedY: true})", {"spec": spec, "data": data})
+    assert "matches" not in own["layout"]["yaxis2"]
+    assert shared["layout"]["yaxis2"]["matches"] == "y"
+    assert [t["xaxis"] for t in own["data"][1:]] == ["x2"]
+    assert [a["text"] for a in own["layout"]["annotations"]] == ["run 1", "run 2"]
+
+
+def test_merge_appends_only_points_after_the_last_drawn_step(js: Any) -> None:
+    data = {
+        "token": "t",
+        "seq": 0,
+        "run_id": 1,
+        "series": {"acc/m0": {"s": [1, 2], "v": [0.1, 0.2], "t": [0, 1], "r": 1}},
+        "panels": [{"id": "p", "traces": [{"sid": "acc/m0"}]}],
+    }
+    delta = {
+        "token": "t",
+        "base": 0,
+        "seq": 1,
+        "groups": [{"s": [2, 3], "t": [1, 2], "v": {"acc/m0": [0.2, 0.3], "acc/m1": [0.5, 0.6]}}],
+    }
+    merged = js("P.mergeDelta(arg.data, arg.delta)", {"data": data, "delta": delta})
+    assert merged["series"]["acc/m0"]["s"] == [1, 2, 3]  # step 2 is not drawn twice
+    assert merged["series"]["acc/m1"]["s"] == [2, 3]
+    assert merged["seq"] == 1 and merged["panel_rev"] == {"p": 1}
+
+
+def test_merge_appends_new_epochs_to_the_run_context(js: Any) -> None:
+    data = {
+        "token": "t",
+        "seq": 0,
+        "run_id": 1,
+        "series": {},
+        "panels": [],
+        "runs": {"1": {"t0": 5, "epochs": {"s": [10], "v": [1]}}},
+    }
+    delta = {"token": "t", "base": 0, "seq": 1, "groups": [], "epochs": {"1": {"s": [10, 20], "v": [1, 2]}}}
+    merged = js("P.mergeDelta(arg.data, arg.delta)", {"data": data, "delta": delta})
+    assert merged["runs"]["1"] == {"t0": 5, "epochs": {"s": [10, 20], "v": [1, 2]}}
