@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(1)  # measured: 2 threads are no faster on small models and collapse under load
     if out is None:
-        out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer['seed']}"
+        out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer.seed}"
     with external_run(args, job) as remote:
         sink, stop = (remote.sink, remote.stop.is_set) if remote else (None, None)
         trainer = Trainer(job, out, str(device), sink=sink, progress=not args.no_progress, should_stop=stop)

@@ -1,95 +1,150 @@
-"""Job configuration: one flat object (`dataset`, `method`, any setting by its name), validated.
+"""Job configuration: one flat object (`dataset`, `method`, `model`, any setting by name), resolved once.
 
-Setting names are unique across the chosen dataset, the chosen method and the trainer, so a job
-is written without prefixes: {"dataset": "mfeat", "method": "cggm", "views": "kar,mor",
-"rho": 1.3, "epochs": 20, "seed": 0}. The catalog (datasets, methods, trainer settings with
-types, defaults and bounds) is generated from the registries for the CLI and the backend.
+Setting names are unique across every dataset, method and model and the trainer, so a job is
+written without prefixes: {"dataset": "mfeat", "method": "cggm", "views": "kar,mor", "rho": 1.3,
+"epochs": 20, "seed": 0}. `resolve` validates it against the registries and returns a typed
+`JobConfig` (the trainer's settings a `TrainerConfig` dataclass); everything downstream (the
+trainer, the Stepper, the worker) reads that object and never parses the raw dict again. The
+catalog (datasets, methods, models, tasks, trainer settings with types, defaults and bounds) is
+generated from the same declarations for the CLI, the backend and the dashboard's form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .data import DATASETS
+from .data.base import kinds_of
 from .methods import METHODS
-from .settings import Setting, SettingError
-from .tasks import SIGN_ZERO
+from .models import MODELS
+from .settings import Setting, SettingError, SettingType
+from .tasks import SIGN_ZERO, TASKS
 
-TRAINER_SETTINGS: list[Setting] = [
-    Setting("epochs", "int", 10, "training epochs", min=1, max=100_000),
-    Setting("seed", "int", 0, "seed for initialisation, shuffling and noise", min=0, max=2**31 - 1),
-    Setting("data_seed", "int", 0, "seed for generating or splitting the data", min=0, max=2**31 - 1),
-    Setting("batch_size", "int", 64, "mini-batch size", min=1, max=65_536),
-    Setting("lr", "float", 1e-3, "learning rate of the model", min=1e-7, max=10.0),
-    Setting("optimizer", "str", "adam", "optimizer of the model", choices=("adam", "adamw", "sgd")),
-    Setting("weight_decay", "float", 0.0, "weight decay", min=0.0, max=1.0),
-    Setting(
-        "aux_lr_ratio", "float", 0.5, "aux-head learning rate as a fraction of lr (official: 0.5)", min=0.0, max=10.0
-    ),
-    Setting("clip", "float", 0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6),
-    Setting("hidden", "int", 64, "encoder MLP width", min=1, max=8192),
-    Setting("feat_dim", "int", 32, "encoder output width (per modality)", min=1, max=8192),
-    Setting("head_hidden", "int", 64, "task-head hidden width (= aux heads' last-layer input)", min=1, max=8192),
-    Setting("log_every", "int", 1, "log the per-step probe every K steps", min=1, max=1_000_000),
-    Setting("shapley", "bool", True, "compute Shapley contributions val/contrib/<m> each epoch"),
-    Setting(
-        "shapley_max_modalities", "int", 6, "skip Shapley above this many modalities (2^M evaluations)", min=1, max=12
-    ),
-    Setting("linear_probe", "bool", True, "train a linear probe on each frozen encoder at the end"),
-    Setting("probe_steps", "int", 300, "full-batch steps of each linear probe", min=1, max=100_000),
-    Setting(
-        "sign_zero",
-        "str",
-        "negative",
-        "regression sign accuracy: the sign a zero counts as (official: negative)",
-        choices=SIGN_ZERO,
-    ),
-]
+
+def _setting(default: Any, help: str, **bounds: Any) -> Any:
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The trainer's settings, typed; `TRAINER_SETTINGS` (the catalog's view) is derived from these fields."""
+
+    epochs: int = _setting(10, "training epochs", min=1, max=100_000)
+    seed: int = _setting(0, "seed for initialisation, shuffling and noise", min=0, max=2**31 - 1)
+    data_seed: int = _setting(0, "seed for generating or splitting the data", min=0, max=2**31 - 1)
+    batch_size: int = _setting(64, "mini-batch size", min=1, max=65_536)
+    lr: float = _setting(1e-3, "learning rate of the model", min=1e-7, max=10.0)
+    optimizer: str = _setting("adam", "optimizer of the model", choices=("adam", "adamw", "sgd"))
+    weight_decay: float = _setting(0.0, "weight decay", min=0.0, max=1.0)
+    aux_lr_ratio: float = _setting(0.5, "aux-head learning rate as a fraction of lr (official: 0.5)", min=0.0, max=10.0)
+    clip: float = _setting(0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6)
+    log_every: int = _setting(1, "log the per-step probe every K steps", min=1, max=1_000_000)
+    shapley: bool = _setting(True, "compute Shapley contributions val/contrib/<m> each epoch")
+    shapley_max_modalities: int = _setting(
+        6, "skip Shapley above this many modalities (2^M evaluations)", min=1, max=12
+    )
+    linear_probe: bool = _setting(True, "train a linear probe on each frozen encoder at the end")
+    probe_steps: int = _setting(300, "full-batch steps of each linear probe", min=1, max=100_000)
+    probe_max_samples: int = _setting(
+        4096, "training samples the linear probe reads at most (a seeded subset)", min=16, max=1_000_000
+    )
+    sign_zero: str = _setting(
+        "negative", "regression sign accuracy: the sign a zero counts as (official: negative)", choices=SIGN_ZERO
+    )
+    num_workers: int = _setting(
+        0, "DataLoader worker processes for file-backed data (0 = in the training process)", min=0, max=64
+    )
+    pin_memory: bool = _setting(True, "pin host memory of file-backed batches when training on CUDA")
+
+
+def _trainer_settings() -> list[Setting]:
+    out = []
+    for f in fields(TrainerConfig):
+        meta = dict(f.metadata)
+        kind: SettingType = f.type  # type: ignore[assignment]  # "int", "float", "str", "bool" (postponed annotations)
+        choices = meta.pop("choices", None)
+        out.append(Setting(f.name, kind, f.default, meta.pop("help"), choices=choices, **meta))
+        assert f.default is not MISSING
+    return out
+
+
+TRAINER_SETTINGS: list[Setting] = _trainer_settings()
 TRAINER_BY_NAME = {s.name: s for s in TRAINER_SETTINGS}
+TOP_LEVEL = ("dataset", "method", "model")
 
 
 @dataclass(frozen=True)
 class JobConfig:
     dataset: str
     method: str
+    model: str
     data: dict[str, Any]
     method_settings: dict[str, Any]
-    trainer: dict[str, Any]
+    model_settings: dict[str, Any]
+    trainer: TrainerConfig
 
     def flat(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "method": self.method, **self.data, **self.method_settings, **self.trainer}
+        return {
+            "dataset": self.dataset,
+            "method": self.method,
+            "model": self.model,
+            **self.data,
+            **self.method_settings,
+            **self.model_settings,
+            **asdict(self.trainer),
+        }
 
 
 def _check_unique() -> None:
-    trainer = set(TRAINER_BY_NAME)
-    for d in DATASETS.values():
-        for m in METHODS.values():
-            names = [s.name for s in d.settings] + [s.name for s in m.settings] + list(trainer)
-            dup = {n for n in names if names.count(n) > 1}
-            if dup or {"dataset", "method"} & set(names):
-                raise RuntimeError(f"setting names clash between {d.name}, {m.name} and the trainer: {sorted(dup)}")
+    """Setting names are unique across every dataset, method and model and the trainer (at import)."""
+    owners: dict[str, str] = {s.name: "the trainer" for s in TRAINER_SETTINGS}
+    for kind, registry in (("dataset", DATASETS), ("method", METHODS), ("model", MODELS)):
+        for item in registry.values():
+            for s in item.settings:
+                if s.name in TOP_LEVEL:
+                    raise RuntimeError(f"{kind} {item.name} declares a setting named {s.name!r}, which is reserved")
+                other = owners.get(s.name)
+                if other is not None and other != f"{kind} {item.name}":
+                    raise RuntimeError(f"setting {s.name!r} is declared by {other} and by {kind} {item.name}")
+                owners[s.name] = f"{kind} {item.name}"
 
 
 _check_unique()
 
 
-def resolve(raw: Mapping[str, Any]) -> JobConfig:
-    """Validate a flat job config and fill defaults; raises SettingError naming what is allowed."""
-    if "dataset" not in raw:
-        raise SettingError(f"missing 'dataset'; allowed: {', '.join(DATASETS)}")
-    if "method" not in raw:
-        raise SettingError(f"missing 'method'; allowed: {', '.join(METHODS)}")
-    ds_name, m_name = raw["dataset"], raw["method"]
-    if ds_name not in DATASETS:
-        raise SettingError(f"unknown dataset {ds_name!r}; allowed: {', '.join(DATASETS)}")
-    if m_name not in METHODS:
-        raise SettingError(f"unknown method {m_name!r}; allowed: {', '.join(METHODS)}")
+def _name(raw: Mapping[str, Any], field_name: str, registry: Mapping[str, Any], default: str | None = None) -> str:
+    value = raw.get(field_name, default)
+    if value is None:
+        raise SettingError(f"missing '{field_name}'; allowed: {', '.join(registry)}")
+    if not isinstance(value, str):
+        raise SettingError(
+            f"'{field_name}' must be a name (a string), got {type(value).__name__}; allowed: {', '.join(registry)}"
+        )
+    if value not in registry:
+        raise SettingError(f"unknown {field_name} {value!r}; allowed: {', '.join(registry)}")
+    return value
+
+
+def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobConfig:
+    """Validate a flat job config and fill defaults; raises SettingError naming what is allowed.
+
+    The model defaults to the dataset's own, and must read the dataset's kind of inputs and serve
+    its task. Method settings that depend on the data (unimodal's `modality`) are checked against
+    the dataset's modality names when the config alone tells them. With `max_data_bytes`, a job
+    whose data would need more memory than that (the dataset's own estimate) is refused with the
+    estimate.
+    """
+    ds_name = _name(raw, "dataset", DATASETS)
+    m_name = _name(raw, "method", METHODS)
     ds, method = DATASETS[ds_name], METHODS[m_name]
+    model_name = _name(raw, "model", MODELS, default=ds.default_model) if raw.get("model") else ds.default_model
+    model = MODELS[model_name]
     groups: list[tuple[list[Setting], dict[str, Any]]] = [
         (ds.settings, {}),
         (method.settings, {}),
+        (model.settings, {}),
         (TRAINER_SETTINGS, {}),
     ]
     owner: dict[str, tuple[Setting, dict[str, Any]]] = {}
@@ -98,30 +153,46 @@ def resolve(raw: Mapping[str, Any]) -> JobConfig:
             owner[s.name] = (s, target)
             target[s.name] = s.default
     for key, value in raw.items():
-        if key in ("dataset", "method"):
+        if key in TOP_LEVEL:
             continue
         if key not in owner:
             allowed = ", ".join(sorted(owner))
             raise SettingError(
-                f"unknown setting {key!r} for dataset {ds_name!r} and method {m_name!r}; allowed: {allowed}"
+                f"unknown setting {key!r} for dataset {ds_name!r}, method {m_name!r} and model {model_name!r}; "
+                f"allowed: {allowed}"
             )
         setting, target = owner[key]
         target[key] = setting.parse(value)
-    data_cfg, method_cfg, trainer_cfg = (g[1] for g in groups)
+    data_cfg, method_cfg, model_cfg, trainer_cfg = (g[1] for g in groups)
     ds.check(data_cfg)
-    method.check(method_cfg, None)
-    return JobConfig(ds_name, m_name, data_cfg, method_cfg, trainer_cfg)
+    modalities = ds.modality_names(data_cfg)
+    method.check(method_cfg, modalities)
+    task = ds.task_name(data_cfg)
+    model.check(model_cfg, kinds_of(ds.input_kinds(data_cfg), modalities), task)
+    if max_data_bytes is not None:
+        need = ds.estimate_bytes(data_cfg)
+        if need is not None and need > max_data_bytes:
+            raise SettingError(
+                f"dataset {ds_name!r} with these settings needs about {_gib(need)} of memory to load, above "
+                f"the limit of {_gib(max_data_bytes)} (CGGM_MAX_JOB_DATA_BYTES on the server); "
+                "make it smaller (train_size, dim, modalities, ...)"
+            )
+    return JobConfig(ds_name, m_name, model_name, data_cfg, method_cfg, model_cfg, TrainerConfig(**trainer_cfg))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def catalog() -> dict[str, Any]:
-    """Datasets, methods and trainer settings with types, defaults and bounds (JSON-ready)."""
+    """Datasets, methods, models, tasks and trainer settings with types, defaults and bounds (JSON-ready)."""
     return {
-        "datasets": [
-            {"name": d.name, "help": d.help, "settings": [s.to_json() for s in d.settings]} for d in DATASETS.values()
-        ],
+        "datasets": [d.describe() for d in DATASETS.values()],
         "methods": [
             {"name": m.name, "help": m.help, "settings": [s.to_json() for s in m.settings]} for m in METHODS.values()
         ],
+        "models": [m.describe() for m in MODELS.values()],
+        "tasks": [t.describe() for t in TASKS.values()],
         "trainer": [s.to_json() for s in TRAINER_SETTINGS],
     }
 
@@ -137,9 +208,12 @@ def format_catalog() -> str:
 
     lines.append("datasets:")
     for d in DATASETS.values():
-        block(f"  {d.name}: {d.help}", d.settings)
+        block(f"  {d.name}: {d.help} (default model: {d.default_model})", d.settings)
     lines.append("methods:")
     for m in METHODS.values():
         block(f"  {m.name}: {m.help}", m.settings)
+    lines.append("models:")
+    for spec in MODELS.values():
+        block(f"  {spec.name}: {spec.help} (reads {', '.join(sorted(spec.input_kinds))})", spec.settings)
     block("trainer:", TRAINER_SETTINGS)
     return "\n".join(lines)

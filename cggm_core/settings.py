@@ -93,7 +93,11 @@ class Setting:
             raise bad
         if not isinstance(raw, str):
             raise bad
-        return raw.strip()
+        value = raw.strip()
+        control = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
+        if control is not None:
+            raise SettingError(f"setting '{self.name}': {raw!r} contains the control character {control!r}")
+        return value
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "default": self.default, "help": self.help}

@@ -2,26 +2,35 @@
 
     stepper = Stepper(net, classification(10), method="cggm", settings={"rho": 1.3}, lr=1e-3)
     for xs, y in loader:
-        stepper.step(xs, y)
+        stepper.step(xs, y)            # or stepper.step(xs, y, masks) for padded sequences
 
-`Stepper` owns the auxiliary heads (built lazily from the first batch's feature shapes), the
-model and aux optimizers, the method, gradient clipping and probe logging. Diagnostics and device
-syncs happen only on logging steps (`step % log_every == 0`).
+`Stepper` owns the auxiliary heads (the model's own, built before the first step when the model
+knows its feature shapes, else from the first batch's features), the model and aux optimizers,
+the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
+logging steps (`step % log_every == 0`). Settings left out default to the trainer's
+(`TrainerConfig`); `Stepper.from_job` takes a resolved job as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import probe
+from .batch import Batch
+from .config import TrainerConfig
 from .methods import METHODS, resolve_method_settings
 from .methods.base import Method, StepState
 from .models import AuxHeads, MultimodalNet
 from .tasks import Task
 from .tracking import Sink, log_dict
+
+if TYPE_CHECKING:
+    from .config import JobConfig
+
+_DEFAULTS = TrainerConfig()
 
 
 class Stepper:
@@ -33,28 +42,39 @@ class Stepper:
         settings: Mapping[str, Any] | None = None,
         *,
         optimizer: torch.optim.Optimizer | None = None,
-        lr: float = 1e-3,
-        aux_lr_ratio: float = 0.5,
-        clip: float = 0.8,
-        log_every: int = 1,
+        lr: float | None = None,
+        aux_lr_ratio: float | None = None,
+        clip: float | None = None,
+        log_every: int | None = None,
         sink: Sink | None = None,
         aux: AuxHeads | None = None,
-        optimizer_name: str = "adam",
-        weight_decay: float = 0.0,
+        optimizer_name: str | None = None,
+        weight_decay: float | None = None,
+        resolved: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
         self.model = model
         self.task = task
         self.method_name = method
-        self.method_cfg = resolve_method_settings(method, settings or {}, model.modalities)
-        self.lr = lr
-        self.aux_lr = lr * aux_lr_ratio
-        self.clip = clip
-        self.log_every = log_every
+        # A job's method settings were resolved (parsed, checked) once already; a user's are partial.
+        self.method_cfg = (
+            dict(settings or {}) if resolved else resolve_method_settings(method, settings or {}, model.modalities)
+        )
+        self.lr = _DEFAULTS.lr if lr is None else lr
+        self.aux_lr = self.lr * (_DEFAULTS.aux_lr_ratio if aux_lr_ratio is None else aux_lr_ratio)
+        self.clip = _DEFAULTS.clip if clip is None else clip
+        self.log_every = _DEFAULTS.log_every if log_every is None else log_every
         self.sink = sink
         self.optimizer = (
-            optimizer if optimizer is not None else make_optimizer(optimizer_name, model.parameters(), lr, weight_decay)
+            optimizer
+            if optimizer is not None
+            else make_optimizer(
+                optimizer_name or _DEFAULTS.optimizer,
+                model.parameters(),
+                self.lr,
+                _DEFAULTS.weight_decay if weight_decay is None else weight_decay,
+            )
         )
         self.aux: AuxHeads | None = None
         self.aux_optimizer: torch.optim.Optimizer | None = None
@@ -64,6 +84,25 @@ class Stepper:
         if aux is not None:
             self.attach_aux(aux)
 
+    @classmethod
+    def from_job(cls, model: MultimodalNet, task: Task, job: JobConfig, sink: Sink | None = None) -> Stepper:
+        """The Stepper of a resolved job: its method settings and trainer settings as they are."""
+        t = job.trainer
+        return cls(
+            model,
+            task,
+            job.method,
+            job.method_settings,
+            lr=t.lr,
+            aux_lr_ratio=t.aux_lr_ratio,
+            clip=t.clip,
+            log_every=t.log_every,
+            sink=sink,
+            optimizer_name=t.optimizer,
+            weight_decay=t.weight_decay,
+            resolved=True,
+        )
+
     # -- set-up --------------------------------------------------------------------------------
     def attach_aux(self, aux: AuxHeads) -> None:
         """Use these aux heads (with their own optimizer) and build the method around them."""
@@ -71,31 +110,28 @@ class Stepper:
         self.aux_optimizer = make_optimizer("adam", aux.parameters(), self.aux_lr, 0.0)
         self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
 
-    def build_aux(self, feats: Mapping[str, torch.Tensor]) -> AuxHeads:
-        last = self.model.head_last_layer()
-        dims = {m: int(f.reshape(f.shape[0], -1).shape[1]) for m, f in feats.items()}
-        device = next(iter(feats.values())).device
-        return AuxHeads(dims, last.in_features, last.out_features).to(device)
-
     # -- the step ------------------------------------------------------------------------------
-    def step(self, xs: Mapping[str, torch.Tensor], y: torch.Tensor) -> dict[str, float]:
+    def step(
+        self, xs: Mapping[str, torch.Tensor], y: torch.Tensor, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, float]:
         """One optimisation step; returns the logged values on logging steps, {} otherwise."""
         self.global_step += 1
         step = self.global_step
         log = self.log_every > 0 and step % self.log_every == 0
         model, task = self.model, self.task
+        masks = dict(masks or {})
         model.train()
-        feats = model.encode(xs)  # h_m: (B, D_m)
+        feats = model.encode(xs, masks)  # h_m: (B, D_m), (B, T, D) or (B, C, h, w)
         if self.aux is None:
-            self.attach_aux(self.build_aux(feats))
+            self.attach_aux(model.make_aux(feats))
         assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
         method = self.method
-        pred = model.fuse(feats, keep=method.active_modalities)
+        pred = model.fuse(feats, keep=method.active_modalities, masks=masks)
         task_loss = task.loss(pred, y)
-        aux_logits = self.aux(feats)  # heads read sg(h_m)
+        aux_logits = self.aux(feats, masks)  # heads read sg(h_m)
         aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
         eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
-        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps)
+        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks)
 
         extra = method.before_backward(state)
         if log and not state.cos:
@@ -120,6 +156,9 @@ class Stepper:
         if self.sink is not None:
             log_dict(self.sink, values, step)
         return values
+
+    def step_batch(self, batch: Batch) -> dict[str, float]:
+        return self.step(batch.xs, batch.y, batch.masks)
 
     def _collect(
         self,

@@ -27,6 +27,8 @@ from ..settings import Setting, SettingError
 from .base import Dataset, MultimodalData, Split, standardise, stratified_split
 
 VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
+VIEW_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}  # features per view
+SAMPLES = 2000
 VIEW_HELP = {
     "fou": "76 Fourier coefficients of the character shapes",
     "fac": "216 profile correlations",
@@ -86,6 +88,16 @@ class MFeat(Dataset):
     @classmethod
     def check(cls, cfg: Mapping[str, Any]) -> None:
         parse_views(cfg["views"])
+
+    @classmethod
+    def modality_names(cls, cfg: Mapping[str, Any]) -> list[str]:
+        return parse_views(cfg["views"])
+
+    @classmethod
+    def estimate_bytes(cls, cfg: Mapping[str, Any]) -> int:
+        """Peak of `load`: per view, the cached float64 table and float32 features (`read_view`),
+        the standardised float32 copy and the torch splits: about (8 + 4 + 4 + 4)·N·(D + 1)."""
+        return sum(SAMPLES * (VIEW_DIMS[v] + 1) * 20 for v in parse_views(cfg["views"]))
 
     @classmethod
     def load(cls, cfg: Mapping[str, Any], data_seed: int) -> MultimodalData:

@@ -73,16 +73,36 @@ class Synthetic(Dataset):
         _parse_strengths(cfg["strengths"], cfg["modalities"])
 
     @classmethod
+    def modality_names(cls, cfg: Mapping[str, Any]) -> list[str]:
+        return [f"m{i}" for i in range(int(cfg["modalities"]))]
+
+    @classmethod
+    def task_name(cls, cfg: Mapping[str, Any]) -> str:
+        return str(cfg["task"])
+
+    @classmethod
+    def estimate_bytes(cls, cfg: Mapping[str, Any]) -> int:
+        """Peak of `load`: every modality's float64 matrix (8·N·D each), the float32 splits made from
+        them (4·N·D each), and the float64 temporaries of one modality while it is drawn (the picked
+        prototypes, the noise and their sum: three N×D; regression's tanh(clean @ mix) and its
+        parts: four). Measured (tests/backend/test_job_limits.py): 0.7-1.0 of this."""
+        n = int(cfg["train_size"]) + int(cfg["val_size"]) + int(cfg["test_size"])
+        d, m = int(cfg["dim"]), int(cfg["modalities"])
+        temporaries = 3 if cfg["task"] == "classification" else 4
+        return n * d * (m * (8 + 4) + temporaries * 8)
+
+    @classmethod
     def load(cls, cfg: Mapping[str, Any], data_seed: int) -> MultimodalData:
         M: int = cfg["modalities"]
         strengths = _parse_strengths(cfg["strengths"], M)
-        names = [f"m{i}" for i in range(M)]
+        names = cls.modality_names(cfg)
         rng = np.random.default_rng(data_seed)
         sizes = (cfg["train_size"], cfg["val_size"], cfg["test_size"])
         n = sum(sizes)
         d: int = cfg["dim"]
         noise: float = cfg["noise"]
         xs: dict[str, np.ndarray] = {}
+        task: tasks.Task
         if cfg["task"] == "classification":
             C: int = cfg["classes"]
             K: int = cfg["clusters"]

@@ -75,7 +75,9 @@ class AGM(Method):
     def unimodal_losses(self, state: StepState) -> torch.Tensor:
         feats = {m: f.detach() for m, f in state.feats.items()}
         with torch.no_grad():
-            return torch.stack([self.task.loss(self.model.fuse(feats, keep=[m]), state.y) for m in self.modalities])
+            return torch.stack(
+                [self.task.loss(self.model.fuse(feats, keep=[m], masks=state.masks), state.y) for m in self.modalities]
+            )
 
     def modulate(self, state: StepState) -> dict[str, torch.Tensor | float]:
         scores = self.unimodal_losses(state)  # (M,)

@@ -2,8 +2,8 @@
 
 A training step (see `cggm_core.step.Stepper`) runs:
 
-    feats = encode(x);  pred = fuse(feats, keep=method.active_modalities)
-    z_m = aux_m(sg(h_m));  ε_m = metric(z_m, y)
+    feats = encode(x, masks);  pred = fuse(feats, keep=method.active_modalities, masks=masks)
+    z_m = aux_m(sg(h_m));  ε_m = task.metric(z_m, y)
     extra = method.before_backward(state)          # e.g. CGGM's λ·L_gm (0 for most methods)
     backward(L_task + extra + Σ L_aux)             # aux losses reach only the aux heads
     coef = method.modulate(state)                  # scale encoder gradients in place
@@ -44,6 +44,7 @@ class StepState:
     aux_logits: dict[str, torch.Tensor]  # z_m = f_m(sg(h_m))
     aux_losses: dict[str, torch.Tensor]
     eps: dict[str, torch.Tensor]  # ε_m, 0-d tensors
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, T) of padded sequence modalities
     # Filled by methods for the probe (0-d tensors); the probe computes what is missing.
     cos: dict[str, torch.Tensor] = field(default_factory=dict)
     scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # extra keys to log, e.g. loss/gm

@@ -7,7 +7,10 @@ Per batch, each modality's own prediction is scored and the dominant one is slow
   Σ_m logits_m equals the fused logits (the official code's decomposition). Any other head gets
   the zero-masked response Ω(0…h_m…0). Both are computed under no_grad on detached features.
 * Score. Classification: s_m = Σ_i softmax(logits_m)_i[y_i]. OGM-GE is defined for
-  classification only; for regression we use s_m = −Σ_i |pred_m,i − y_i| (higher is better).
+  classification only; its natural extension to our other tasks is the task's per-sample score
+  (`Task.sample_scores`): for regression s_m = −Σ_i |pred_m,i − y_i| (higher is better), for
+  segmentation the per-slice mean softmax probability of each pixel's true class, summed over the
+  batch (the classification score with a pixel as the unit, averaged per slice).
 * Coefficient. The dominant modality d = argmax_m s_m; ratio = s_d / mean_{m≠d} s_m (s_d/s_other
   for M = 2). For negative (regression) scores the same dominance reads mean_{m≠d} s_m / s_d, i.e.
   the others' mean error over the dominant's error. When ratio > 1, k_d = 1 − tanh(α·ratio), and
@@ -44,13 +47,17 @@ from .base import Method, StepState, scale_grads_
 TINY = 1e-12  # keeps ratios finite when every score is 0
 
 
-def unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unimodal_outputs(
+    model: MultimodalNet, feats: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Each modality's own prediction: exact decomposition for a linear head, else zero-masking."""
     with torch.no_grad():
-        return _unimodal_outputs(model, feats)
+        return _unimodal_outputs(model, feats, masks)
 
 
-def _unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _unimodal_outputs(
+    model: MultimodalNet, feats: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
     from ..models import ConcatFusion  # models needs torch: imported when OGM-GE runs, not with the registry
 
     detached = {m: f.detach() for m, f in feats.items()}
@@ -67,15 +74,12 @@ def _unimodal_outputs(model: MultimodalNet, feats: Mapping[str, torch.Tensor]) -
             out[m] = h @ w.T + bias  # (B, C)
             start += width
         return out
-    return {m: model.fuse(detached, keep=[m]) for m in model.modalities}
+    return {m: model.fuse(detached, keep=[m], masks=masks) for m in model.modalities}
 
 
 def ogm_score(pred: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
-    """s_m (0-d tensor): Σ_i p_i[y_i] for classification, −Σ_i |pred_i − y_i| for regression."""
-    with torch.no_grad():
-        if task.kind == "classification":
-            return pred.softmax(dim=1).gather(1, y.reshape(-1, 1)).sum()
-        return -(pred.reshape(y.shape) - y).abs().sum()
+    """s_m (0-d tensor): the batch sum of the task's per-sample scores (`Task.sample_scores`)."""
+    return task.sample_scores(pred, y).sum()
 
 
 def ogm_coefficients(scores: Mapping[str, torch.Tensor | float], alpha: float) -> dict[str, torch.Tensor]:
@@ -85,7 +89,8 @@ def ogm_coefficients(scores: Mapping[str, torch.Tensor | float], alpha: float) -
     dom = s.argmax()
     s_dom = s[dom]
     mean_others = (s.sum() - s_dom) / (len(names) - 1)
-    # s ≥ 0 (classification): s_d / mean_others. s ≤ 0 (regression): mean_others / s_d, the error ratio.
+    # s ≥ 0 (classification, segmentation): s_d / mean_others. s ≤ 0 (regression): mean_others / s_d,
+    # the error ratio.
     ratio = torch.where(
         s_dom > 0,
         s_dom / mean_others.clamp_min(TINY),
@@ -128,7 +133,7 @@ class OGMGE(Method):
         return self.generator
 
     def coefficients(self, state: StepState) -> dict[str, torch.Tensor]:
-        outputs = unimodal_outputs(self.model, state.feats)
+        outputs = unimodal_outputs(self.model, state.feats, state.masks)
         scores = {m: ogm_score(outputs[m], state.y, self.task) for m in self.modalities}
         if state.log:
             state.scalars.update({f"ogm/score/{m}": s for m, s in scores.items()})

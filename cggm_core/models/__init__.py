@@ -1,0 +1,53 @@
+"""Models: the registry (torch-free, for the catalog) and the network classes (loaded on first use).
+
+    MODELS["mlp"]        vectors: MLP encoders, concatenation, MLP head
+
+Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .registry import MLP, ModelSpec
+
+MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP,)}
+
+_EXPORTS = {
+    "AuxHeads": "base",
+    "ConcatFusion": "base",
+    "MultimodalNet": "base",
+    "last_layer": "base",
+    "last_linear": "base",
+    "infer_feat_dims": "base",
+    "MLPEncoder": "mlp",
+    "build_mlp_net": "mlp",
+}
+
+if TYPE_CHECKING:
+    from .base import AuxHeads, ConcatFusion, MultimodalNet, infer_feat_dims, last_layer, last_linear
+    from .mlp import MLPEncoder, build_mlp_net
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cggm_core.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "MODELS",
+    "AuxHeads",
+    "ConcatFusion",
+    "MLPEncoder",
+    "ModelSpec",
+    "MultimodalNet",
+    "build_mlp_net",
+    "infer_feat_dims",
+    "last_layer",
+    "last_linear",
+]

@@ -1,0 +1,71 @@
+"""Model registry: name → `ModelSpec` (its settings, what data it reads, how to build it).
+
+A job chooses its model with the `model` setting (default: the dataset's `default_model`). Each
+spec declares the input kinds it reads (vector, sequence, image) and the tasks it serves, so a job
+that pairs a model with data it cannot read is refused at POST, before any worker claims it. This
+module imports no torch: the backend reads the catalog from it. `build` imports the model's
+implementation when a run starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..settings import Setting, SettingError
+
+if TYPE_CHECKING:
+    from ..data.base import MultimodalData
+    from .base import MultimodalNet
+
+
+class ModelSpec:
+    name: ClassVar[str]
+    help: ClassVar[str]
+    settings: ClassVar[list[Setting]] = []
+    input_kinds: ClassVar[frozenset[str]]  # every modality's input must be one of these
+    tasks: ClassVar[frozenset[str] | None] = None  # the tasks it serves; None = any
+
+    @classmethod
+    def check(cls, cfg: Mapping[str, Any], kinds: set[str], task: str) -> None:
+        """Refuse data this model cannot read (raise SettingError naming what it reads)."""
+        bad = sorted(kinds - cls.input_kinds)
+        if bad:
+            raise SettingError(
+                f"model {cls.name!r} reads {', '.join(sorted(cls.input_kinds))} inputs, but this dataset's "
+                f"modalities are {', '.join(bad)}; choose a model that reads them"
+            )
+        if cls.tasks is not None and task not in cls.tasks:
+            raise SettingError(f"model {cls.name!r} serves {', '.join(sorted(cls.tasks))}, not {task}")
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "help": cls.help,
+            "settings": [s.to_json() for s in cls.settings],
+            "input_kinds": sorted(cls.input_kinds),
+            "tasks": None if cls.tasks is None else sorted(cls.tasks),
+        }
+
+
+class MLP(ModelSpec):
+    name = "mlp"
+    help = "an MLP encoder per modality, concatenation, an MLP head (vector inputs)"
+    settings = [
+        Setting("hidden", "int", 64, "encoder MLP width", min=1, max=8192),
+        Setting("feat_dim", "int", 32, "encoder output width (per modality)", min=1, max=8192),
+        Setting("head_hidden", "int", 64, "task-head hidden width (= aux heads' last-layer input)", min=1, max=8192),
+    ]
+    input_kinds = frozenset({"vector"})
+    tasks = frozenset({"classification", "regression"})
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
+        from .mlp import build_mlp_net
+
+        return build_mlp_net(data.in_dims, cfg["hidden"], cfg["feat_dim"], cfg["head_hidden"], data.task.num_outputs)
