@@ -1,4 +1,4 @@
-"""`cggm` console script: subcommands train (and, as the stack grows, serve, worker, dashboard, up).
+"""`cggm` console script: subcommands train, sync (and serve, worker, up, dashboard).
 
 Errors in arguments print one line naming what is allowed and exit with code 2.
 """
@@ -6,15 +6,22 @@ Errors in arguments print one line naming what is allowed and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .cli_stack import STACK_COMMANDS, add_stack_parsers, add_train_server_args, external_run, run_stack_command
+from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
 from .settings import SettingError
+
+if TYPE_CHECKING:
+    from .config import JobConfig
+    from .remote import RemoteRun
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 class ArgError(Exception):
@@ -50,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--list", action="store_true", help="print every dataset and method with its settings")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_train_server_args(t)
+    y = sub.add_parser(
+        "sync",
+        help="resend the metric points earlier processes left in their spools",
+        description="Resend every spool left for a backend (points it could not take while it was down) and "
+        "report the run ends kept beside them.",
+    )
+    y.add_argument("--server", default=os.environ.get("CGGM_SERVER", DEFAULT_SERVER), help="backend URL")
+    y.add_argument("--token", default=os.environ.get("CGGM_TOKEN"), help="the backend's bearer token ($CGGM_TOKEN)")
+    y.add_argument("--spool-dir", help="the spool folder (default: $CGGM_SPOOL_DIR or the per-user cache folder)")
+    y.add_argument(
+        "--retry-s", type=float, default=60.0, help="how long to keep trying a spool while the backend does not answer"
+    )
     add_stack_parsers(sub)
     try:  # imported here, never at module level: a GPU node may install the core alone
         from dashboard.cli import add_parser as add_dashboard_parser
@@ -58,6 +77,37 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_dashboard_parser(sub)
     return parser
+
+
+def add_train_server_args(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--server", help="also log this run to a backend (as an external run), e.g. http://127.0.0.1:8000")
+    t.add_argument("--run-name", help="name of the run on the backend (with --server)")
+    t.add_argument("--token", default=os.environ.get("CGGM_TOKEN"), help="the backend's bearer token ($CGGM_TOKEN)")
+    t.add_argument(
+        "--retry-s",
+        type=float,
+        default=300.0,
+        help="with --server: how long the end of the run keeps trying while the backend is unreachable "
+        "(what is left stays in the spool for `cggm sync`)",
+    )
+
+
+def open_remote_run(args: argparse.Namespace, job: JobConfig) -> RemoteRun | None:
+    """With --server: an external run, streamed to, heartbeating (a Stop in the dashboard stops
+    training), ended with the summary or the error (cggm_core.remote)."""
+    if not args.server:
+        return None
+    from .remote import BackendError, RemoteRun, sync_in_background
+
+    if args.retry_s < 0:
+        raise SettingError(f"--retry-s must be >= 0 seconds; got {args.retry_s:g}")
+    try:
+        remote = RemoteRun.create(args.server, job.flat(), name=args.run_name, token=args.token, retry_s=args.retry_s)
+    except BackendError as e:
+        raise SettingError(f"--server: {e}") from None
+    print(f"cggm: logging to {remote.url}", file=sys.stderr)
+    sync_in_background(args.server, args.token)  # what earlier runs left for this server
+    return remote
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, str]:
@@ -115,13 +165,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # measured: 2 threads are no faster on small models and collapse under load
     if out is None:
         out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer.seed}"
-    with external_run(args, job) as remote:
-        sink, stop = (remote.sink, remote.stop.is_set) if remote else (None, None)
-        trainer = Trainer(job, out, str(device), sink=sink, progress=not args.no_progress, should_stop=stop)
+    remote = open_remote_run(args, job)
+    with remote if remote is not None else contextlib.nullcontext():
+        trainer = Trainer(
+            job,
+            out,
+            str(device),
+            sink=remote.sink if remote else None,
+            progress=not args.no_progress,
+            should_stop=remote.should_stop if remote else None,
+        )
         trainer.setup(resume=args.resume)
         result = trainer.fit()
-        if remote:
-            remote.result = result
+        if remote is not None:
+            remote.finish(result.status, {**result.summary, "logged_points": result.logged_points})
     s = result.summary
     metric = s["metric"]
     line = f"{result.status}: test {metric} {s['test'].get(f'test/{metric}', float('nan')):.4f}"
@@ -130,6 +187,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(line)
     print(f"wrote {out}/config.json, metrics.jsonl, summary.json, checkpoint.pt")
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Resend what earlier processes left for a server; 0 when nothing is left, 1 otherwise."""
+    import logging
+
+    from .remote import BackendClient, sync_spools
+
+    if args.retry_s < 0:
+        raise SettingError(f"--retry-s must be >= 0 seconds; got {args.retry_s:g}")
+    client = BackendClient(args.server, args.token)
+    try:
+        if not client.healthy():
+            raise SettingError(f"sync: cannot reach {args.server} (GET /api/health failed); nothing was sent")
+    finally:
+        client.close()
+    logging.basicConfig(level=logging.WARNING, format="cggm: %(message)s", stream=sys.stderr)
+    results = sync_spools(args.server, args.token, args.spool_dir, retry_s=args.retry_s)
+    if not results:
+        print(f"cggm: nothing left to send to {args.server}")
+        return 0
+    complete = True
+    for r in results:
+        if r.report is not None:
+            print(r.report.line())
+            complete &= r.report.left_in_spool == 0
+        elif r.busy:
+            print(f"run {r.run_id}: {r.path} is in use by a running process; skipped")
+            complete = False
+        elif r.ended is not None:
+            print(f"run {r.run_id}: reported as {r.ended}")
+        else:
+            print(f"run {r.run_id}: its end in {r.path} could not be reported; kept for the next sync")
+            complete = False
+    return 0 if complete else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.list and not args.resume and (args.dataset is None and not args.config):
                 raise ArgError("train: --dataset is required (see cggm train --list)")
             return cmd_train(args)
+        if args.command == "sync":
+            return cmd_sync(args)
         if args.command in STACK_COMMANDS:
             return run_stack_command(args)
         if args.command == "dashboard":

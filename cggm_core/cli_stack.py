@@ -14,24 +14,12 @@ import logging
 import os
 import signal
 import sys
-import threading
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from typing import Any
 
 from .exposure import INSECURE_ENV, INSECURE_FLAG, env_flag, exposure_error, exposure_warning
 from .settings import SettingError
 from .supervisor import ChildSpec, RestartPolicy, StackFailed, Supervisor
-
-if TYPE_CHECKING:
-    from .config import JobConfig
-    from .http_sink import HttpSink
-    from .trainer import TrainResult
 
 DEFAULT_HOST = "127.0.0.1"  # never 0.0.0.0 by default: the API has no auth unless a token is set
 DEFAULT_PORT = 8000
@@ -56,7 +44,18 @@ def add_stack_parsers(sub: Any) -> None:
     w.add_argument("--heartbeat-s", type=float, default=2.0, help="seconds between heartbeats")
     w.add_argument("--poll-s", type=float, default=1.0, help="seconds between claims while the queue is empty")
     w.add_argument("--out-dir", help="keep config, metrics.jsonl and checkpoint of each run under OUT_DIR/run-<id>")
-    w.add_argument("--spool-dir", help="where points wait while the backend is unreachable (default: a temp folder)")
+    w.add_argument(
+        "--spool-dir",
+        help="root of the per-server spools where points wait while the backend is unreachable "
+        "(default $CGGM_SPOOL_DIR, else ~/.cache/cggm/spool)",
+    )
+    w.add_argument(
+        "--retry-s",
+        type=float,
+        default=None,
+        help="how long ending a run keeps retrying while the backend is away (default 300); "
+        "what is left stays in the spool for `cggm sync`",
+    )
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     u = sub.add_parser(
@@ -210,6 +209,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         progress=not args.no_progress,
     )
+    if args.retry_s is not None:
+        if args.retry_s < 0:
+            raise SettingError("--retry-s must be a number of seconds >= 0")
+        options.finish_retry_s = args.retry_s
     return run_worker(options)
 
 
@@ -303,60 +306,3 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
-
-
-# -- cggm train --server: a local run logged to the backend as an external run -----------------------
-def add_train_server_args(t: argparse.ArgumentParser) -> None:
-    t.add_argument("--server", help="also log this run to a backend (as an external run), e.g. http://127.0.0.1:8000")
-    t.add_argument("--run-name", help="name of the run on the backend (with --server)")
-    t.add_argument("--token", default=os.environ.get("CGGM_TOKEN"), help="the backend's bearer token ($CGGM_TOKEN)")
-
-
-@dataclass
-class ExternalRun:
-    run_id: int
-    sink: HttpSink
-    stop: threading.Event = field(default_factory=threading.Event)
-    result: TrainResult | None = None
-
-
-@contextmanager
-def external_run(args: argparse.Namespace, job: JobConfig) -> Iterator[ExternalRun | None]:
-    """With --server: open an external run, stream to it, heartbeat (a Stop from the dashboard
-    stops training), and report the end (finished/stopped with the summary, or failed)."""
-    if not getattr(args, "server", None):
-        yield None
-        return
-    from .http_sink import HttpSink
-    from .trainer import json_safe
-    from .worker import BackendClient, HeartbeatThread
-
-    client = BackendClient(args.server, args.token)
-    body = {"config": json_safe(job.flat()), "external": True, "name": args.run_name}
-    try:
-        r = client.http.post("/api/runs", json=body)
-    except httpx.HTTPError as e:
-        raise SettingError(f"--server: cannot reach {args.server} ({e})") from None
-    if r.status_code != 201:
-        raise SettingError(f"--server: the backend refused the run: HTTP {r.status_code} {r.text[:300]}")
-    run_id = int(r.json()["id"])
-    print(f"cggm: logging to {args.server.rstrip('/')}/api/runs/{run_id}", file=sys.stderr)
-    remote = ExternalRun(run_id, HttpSink(args.server, run_id, token=args.token))
-    beat = HeartbeatThread(client, run_id, 2.0, remote.stop)
-    beat.start()
-    try:
-        yield remote
-    except BaseException as e:
-        remote.sink.close()
-        tail = traceback.format_exc()[-4000:]
-        client.finish(run_id, "failed", None, f"{type(e).__name__}: {e}\n\n{tail}", retry_s=30.0)
-        raise
-    else:
-        remote.sink.close()
-        result = remote.result
-        status = result.status if result is not None else "finished"
-        summary = json_safe({**result.summary, "logged_points": result.logged_points}) if result is not None else None
-        client.finish(run_id, status, summary, None, retry_s=30.0)
-    finally:
-        beat.done.set()
-        client.close()

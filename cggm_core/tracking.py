@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,21 @@ def point_to_json(p: Point) -> dict[str, object]:
     return {"key": p.key, "step": p.step, "value": encode_value(p.value), "time": p.time}
 
 
+def json_safe(o: Any) -> Any:
+    """Replace non-finite floats by the convention's strings, recursively (summaries, configs)."""
+    if isinstance(o, float):
+        return encode_value(o)
+    if isinstance(o, dict):
+        return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    return o
+
+
 class Sink(Protocol):
     def log(self, points: Iterable[Point]) -> None: ...
     def flush(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> object: ...  # HttpSink returns its DeliveryReport
 
 
 def log_dict(sink: Sink, values: Mapping[str, float], step: int, at: float | None = None) -> None:

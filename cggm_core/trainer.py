@@ -27,7 +27,7 @@ from .data.base import LoaderSplit
 from .methods import METHODS
 from .models import MODELS
 from .step import Stepper
-from .tracking import JsonlSink, MultiSink, Sink, encode_value, log_dict
+from .tracking import JsonlSink, MultiSink, Sink, json_safe, log_dict
 
 
 def pick_device(device: str) -> torch.device:
@@ -257,17 +257,6 @@ class Trainer:
             (self.out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         self.sink.close()
         return summary
-
-
-def json_safe(o: Any) -> Any:
-    """Replace non-finite floats by the tracking convention's strings, recursively."""
-    if isinstance(o, float):
-        return encode_value(o)
-    if isinstance(o, dict):
-        return {k: json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    return o
 
 
 def train(

@@ -6,8 +6,10 @@
       ▼               ├─stop─► stopping ─finish─► ...
     stopped           └─ no heartbeat for heartbeat_timeout_s ─► lost
 
-External runs (a user's script logging through the client) start as running and have no worker,
-so they are never declared lost.
+External runs (a user's script logging through the client) start as running, with no worker.
+Once one heartbeats (cggm_core.remote.RemoteRun does, from its start) it is declared lost like a
+worker's run when the beats stop, and running again when they resume; one that never heartbeats
+(a script posting metrics by hand) is never declared lost.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ def delete_run(session: Session, *, run_id: int) -> None:
 def request_stop(session: Session, *, run_id: int) -> Run:
     run = get_run(session, run_id=run_id, for_update=True)
     now = time.time()
-    if run.status == "queued" or run.status == "lost":
-        # Nobody is training it: it is stopped right away.
+    if run.status in ("queued", "lost") or (run.external and run.heartbeat_at is None):
+        # Nobody is training it, or nobody listens (an external run that never heartbeats): stopped now.
         run.status, run.ended_at = "stopped", now
     elif run.status == "running":
         run.status = "stopping"
@@ -145,7 +147,8 @@ def heartbeat(session: Session, *, run_id: int) -> Run:
         run.heartbeat_at = now
     elif run.status == "lost":
         run.status, run.heartbeat_at = "running", now
-        add_event(session, run_id=run_id, message="worker is back: running again", level="warning", at=now)
+        who = "its script" if run.external else "worker"
+        add_event(session, run_id=run_id, message=f"{who} is back: running again", level="warning", at=now)
     return run
 
 
@@ -171,9 +174,10 @@ def require_accepts_metrics(session: Session, *, run_id: int) -> None:
 
 
 def find_lost_runs(session: Session, *, timeout_s: float, now: float | None = None) -> list[int]:
-    """Ids of worker runs whose heartbeat is older than timeout_s (a read: cheap to call often)."""
+    """Ids of active runs whose heartbeat is older than timeout_s (a read: cheap to call often).
+    A run that never heartbeated (heartbeat_at NULL: an external run without heartbeats) is not."""
     cutoff = (time.time() if now is None else now) - timeout_s
-    query = select(Run.id).where(Run.status.in_(ACTIVE_STATUSES), Run.external.is_(False), Run.heartbeat_at < cutoff)
+    query = select(Run.id).where(Run.status.in_(ACTIVE_STATUSES), Run.heartbeat_at < cutoff)
     return list(session.scalars(query))
 
 

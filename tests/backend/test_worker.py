@@ -30,6 +30,10 @@ def queue(client: httpx.Client, **overrides: Any) -> int:
     return int(r.json()["id"])
 
 
+def spool_args(tmp_path: Path) -> list[str]:
+    return ["--spool-dir", str(tmp_path / "spool")]  # never the user's own spool folder
+
+
 def per_modality_keys(modalities: list[str]) -> set[str]:
     keys = {"train/loss", "train/acc", "loss/gm", "imbalance/acc_gap", "imbalance/grad_ratio", "val/acc", "val/loss"}
     for m in modalities:
@@ -47,7 +51,17 @@ def test_worker_trains_a_queued_job(
     server = make_server()
     with server.client() as api:
         run_id = queue(api)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once", "--name", "w-test"))
+        workers.append(
+            start_worker(
+                server.url,
+                tmp_path / "worker.log",
+                "--once",
+                "--name",
+                "w-test",
+                "--spool-dir",
+                str(tmp_path / "spool"),
+            )
+        )
         run = wait_until(
             lambda: (r := run_of(api, run_id))["status"] in ("finished", "failed") and r, 60, "the run to end"
         )
@@ -56,13 +70,11 @@ def test_worker_trains_a_queued_job(
         assert workers[0].wait(timeout=30) == 0  # --once: exits after its job
         summary = run["summary"]
         assert summary["epochs_done"] == 2 and summary["steps"] == 8  # 256 samples / batch 64 × 2 epochs
-        assert summary["delivery"] == {
-            "accepted": summary["logged_points"],
-            "duplicates": 0,
-            "rejected": 0,
-            "spooled": 0,
-            "undelivered": 0,
-        }
+        delivery = summary["delivery"]
+        assert delivery["delivered"] == summary["logged_points"] and delivery["run_id"] == run_id
+        for count in ("duplicates", "rejected", "dead_lettered", "left_in_spool", "corrupt_skipped", "lost", "spooled"):
+            assert delivery[count] == 0, (count, delivery)
+        assert not any((tmp_path / "spool").rglob("run-*")), "a delivered run leaves no spool files"
         keys = set(api.get(f"/api/runs/{run_id}/keys").json()["keys"])
         assert per_modality_keys(summary["modalities"]) <= keys
         assert stored_count(api, run_id) == summary["logged_points"]
@@ -77,7 +89,9 @@ def test_stop_mid_run(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=2000)  # far longer than the test
-        workers.append(start_worker(server.url, tmp_path / "worker.log", heartbeat_s=HEARTBEAT_S))
+        workers.append(
+            start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path), heartbeat_s=HEARTBEAT_S)
+        )
         wait_until(lambda: stored_count(api, run_id) > 50, 60, "the first metrics")
         requested = time.monotonic()
         assert api.post(f"/api/runs/{run_id}/stop").json()["status"] == "stopping"
@@ -100,7 +114,9 @@ def test_killed_worker_makes_the_run_lost(
     server = make_server(env={"CGGM_HEARTBEAT_TIMEOUT_S": "2"})
     with server.client() as api:
         run_id = queue(api, epochs=2000)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", heartbeat_s=HEARTBEAT_S))
+        workers.append(
+            start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path), heartbeat_s=HEARTBEAT_S)
+        )
         wait_until(lambda: stored_count(api, run_id) > 0, 60, "the first metrics")
         time.sleep(2.5)  # longer than the timeout: a live worker keeps the run running (the assertion below)
         assert run_of(api, run_id)["status"] == "running"
@@ -121,7 +137,7 @@ def test_sigterm_finishes_the_run_as_stopped(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=2000)
-        workers.append(start_worker(server.url, tmp_path / "worker.log"))
+        workers.append(start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path)))
         wait_until(lambda: stored_count(api, run_id) > 0, 60, "the first metrics")
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=30) == 0
@@ -137,7 +153,7 @@ def test_backend_restart_mid_run_loses_nothing(
     server = make_server()
     with server.client() as api:
         run_id = queue(api, epochs=40)
-        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once"))
+        workers.append(start_worker(server.url, tmp_path / "worker.log", "--once", *spool_args(tmp_path)))
         wait_until(lambda: stored_count(api, run_id) > 100, 60, "the first metrics")
         assert run_of(api, run_id)["status"] == "running"
     server.kill()
@@ -150,7 +166,7 @@ def test_backend_restart_mid_run_loses_nothing(
         assert run["status"] == "finished", run["error"]
         delivery = run["summary"]["delivery"]
         assert delivery["spooled"] > 0, "the backend was down: some points must have gone through the spool"
-        assert delivery["undelivered"] == 0 and delivery["rejected"] == 0
+        assert delivery["left_in_spool"] == 0 and delivery["rejected"] == 0 and delivery["dead_lettered"] == 0
         assert stored_count(api, run_id) == run["summary"]["logged_points"]
 
 
@@ -169,7 +185,7 @@ def test_a_job_that_fails_reports_the_error_and_the_worker_goes_on(
                 "UPDATE runs SET config = ? WHERE id = ?", ('{"dataset": "synthetic", "method": "gone"}', bad_id)
             )
         good_id = queue(api)
-        workers.append(start_worker(server.url, tmp_path / "worker.log"))
+        workers.append(start_worker(server.url, tmp_path / "worker.log", *spool_args(tmp_path)))
         bad = wait_until(lambda: (r := run_of(api, bad_id))["status"] == "failed" and r, 60, "the bad run to fail")
         assert bad["error"].startswith("SettingError: unknown method 'gone'") and "Traceback" in bad["error"]
         good = wait_until(lambda: (r := run_of(api, good_id))["status"] == "finished" and r, 60, "the next run")
