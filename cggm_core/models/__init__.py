@@ -1,6 +1,8 @@
 """Models: the registry (torch-free, for the catalog) and the network classes (loaded on first use).
 
     MODELS["mlp"]        vectors: MLP encoders, concatenation, MLP head
+    MODELS["cnn"]        images: a small ResNet per modality, concatenation, MLP head
+    MODELS["segnet"]     images, segmentation: ResNet encoders, a shared decoder, aux decoders
 
 Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import MLP, ModelSpec
+from .registry import CNN, MLP, ModelSpec, SegNet
 
-MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP,)}
+MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, CNN, SegNet)}
 
 _EXPORTS = {
     "AuxHeads": "base",
@@ -23,11 +25,18 @@ _EXPORTS = {
     "infer_feat_dims": "base",
     "MLPEncoder": "mlp",
     "build_mlp_net": "mlp",
+    "ResNetEncoder": "resnet",
+    "build_cnn_net": "cnn",
+    "SegDecoder": "segnet",
+    "build_segnet": "segnet",
 }
 
 if TYPE_CHECKING:
     from .base import AuxHeads, ConcatFusion, MultimodalNet, infer_feat_dims, last_layer, last_linear
+    from .cnn import build_cnn_net
     from .mlp import MLPEncoder, build_mlp_net
+    from .resnet import ResNetEncoder
+    from .segnet import SegDecoder, build_segnet
 
 
 def __getattr__(name: str) -> Any:
@@ -46,7 +55,11 @@ __all__ = [
     "MLPEncoder",
     "ModelSpec",
     "MultimodalNet",
+    "ResNetEncoder",
+    "SegDecoder",
+    "build_cnn_net",
     "build_mlp_net",
+    "build_segnet",
     "infer_feat_dims",
     "last_layer",
     "last_linear",
