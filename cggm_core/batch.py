@@ -54,7 +54,9 @@ class Batch:
 def _tensor(a: Any) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
-    return torch.from_numpy(np.ascontiguousarray(a))
+    arr = np.asarray(a)
+    # Not np.ascontiguousarray alone: it turns a 0-d label (a class id) into shape (1,).
+    return torch.from_numpy(arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))
 
 
 def pad_collate(samples: Sequence[tuple[Mapping[str, Any], Any] | tuple[Mapping[str, Any], Any, int]]) -> Batch:
