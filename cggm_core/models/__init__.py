@@ -1,6 +1,7 @@
 """Models: the registry (torch-free, for the catalog) and the network classes (loaded on first use).
 
-    MODELS["mlp"]        vectors: MLP encoders, concatenation, MLP head
+    MODELS["mlp"]          vectors: MLP encoders, concatenation, MLP head
+    MODELS["transformer"]  sequences: Conv1d + transformer encoders, a fusion transformer, residual head
 
 Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import MLP, ModelSpec
+from .registry import MLP, ModelSpec, Transformer
 
-MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP,)}
+MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, Transformer)}
 
 _EXPORTS = {
     "AuxHeads": "base",
@@ -23,11 +24,13 @@ _EXPORTS = {
     "infer_feat_dims": "base",
     "MLPEncoder": "mlp",
     "build_mlp_net": "mlp",
+    "build_transformer_net": "transformer",
 }
 
 if TYPE_CHECKING:
     from .base import AuxHeads, ConcatFusion, MultimodalNet, infer_feat_dims, last_layer, last_linear
     from .mlp import MLPEncoder, build_mlp_net
+    from .transformer import build_transformer_net
 
 
 def __getattr__(name: str) -> Any:
@@ -47,6 +50,7 @@ __all__ = [
     "ModelSpec",
     "MultimodalNet",
     "build_mlp_net",
+    "build_transformer_net",
     "infer_feat_dims",
     "last_layer",
     "last_linear",
