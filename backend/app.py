@@ -15,8 +15,10 @@ from .db import Database
 from .docs import install_docs
 from .errors import install_handlers
 from .lifecycle import sweep_lost_forever
+from .limits import BodySizeLimit
 from .read_auth import install_read_auth
 from .routers import meta, metrics, runs, workers
+from .schemas.common import JSON_VALUE_SCHEMA
 from .schemas.metrics import MetricsBatch
 from .settings import Settings
 
@@ -24,7 +26,7 @@ from .settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url())
-    db.migrate()
+    db.open_for_serving()  # migrate, and refuse a database that cannot be written (one clear line)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -47,27 +49,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     install_handlers(app)
     for module in (meta, runs, metrics, workers):
         app.include_router(module.router)
-    _register_schema(app)
+    _register_schema(app, settings)
     install_docs(app)
     install_read_auth(app, settings)
     return app
 
 
-def _register_schema(app: FastAPI) -> None:
-    """Add MetricsBatch to the OpenAPI components: the ingest endpoint reads its body raw (orjson)."""
+def _register_schema(app: FastAPI, settings: Settings) -> None:
+    """Finish the OpenAPI document: the raw-parsed ingest body, and the bounds that are settings."""
     base = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = base()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
+            # MetricsBatch: the ingest endpoint reads its body raw (orjson), so FastAPI never saw it.
             defs = MetricsBatch.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(defs.pop("$defs", {}))
+            defs["properties"]["points"]["maxItems"] = settings.max_batch
             components["MetricsBatch"] = defs
+            components["JsonValue"] = JSON_VALUE_SCHEMA  # configs and summaries (schemas.common.SafeJson)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for param in operation.get("parameters", []):
+                        _tidy_parameter(param, settings)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _tidy_parameter(param: dict[str, Any], settings: Settings) -> None:
+    # An optional query parameter is `X | None` in Python; on the wire it is X or absent, never null.
+    schema = param.get("schema", {})
+    branches = schema.get("anyOf")
+    if param.get("in") == "query" and branches and len(branches) == 2 and {"type": "null"} in branches:
+        kept = next(b for b in branches if b != {"type": "null"})
+        schema.pop("anyOf")
+        schema.update(kept)
+    if param.get("in") == "query" and param.get("name") == "limit" and "x-max-page" in schema:
+        schema.pop("x-max-page")
+        schema["maximum"] = settings.max_page

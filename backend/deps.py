@@ -6,12 +6,16 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from .db import Database
+from .schemas.common import MAX_ID
 from .settings import Settings
+
+# Every {run_id}: bounded by what both databases store (INTEGER ids), so an overflowing id is a 422.
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="run id")]
 
 
 def get_settings(request: Request) -> Settings:

@@ -6,10 +6,20 @@ Read from the environment with the prefix `CGGM_` (e.g. `CGGM_DB_URL`, `CGGM_TOK
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_job_data_bytes() -> int:
+    """Half of this machine's physical memory: the data must fit beside the model, the optimizer,
+    the activations and the worker's Python itself. Workers on bigger machines: raise the setting."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 8 GiB
+        return 8 * 2**30
 
 
 class Settings(BaseSettings):
@@ -30,6 +40,24 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=3_600, description="how often a background task looks for lost runs"
     )
     max_page: int = Field(default=500, ge=1, le=100_000, description="most runs returned by one GET /api/runs")
+    read_chunk_points: int = Field(
+        default=50_000,
+        ge=100,
+        le=10_000_000,
+        description="a metrics read of more points than this is streamed, this many points per database query",
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        le=1_073_741_824,
+        description="most bytes in one request body other than a metrics batch (configs, notes, summaries, events)",
+    )
+    max_job_data_bytes: int = Field(
+        default_factory=default_job_data_bytes,
+        ge=0,
+        description="refuse a queued job whose data would take more memory than this (0 = no check); "
+        "default: half of this machine's memory",
+    )
 
     def database_url(self) -> str:
         if self.db_url:

@@ -54,7 +54,9 @@ class Batch:
 def _tensor(a: Any) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a
-    return torch.from_numpy(np.ascontiguousarray(a))
+    arr = np.asarray(a)
+    # (np.ascontiguousarray would turn a 0-d label into shape (1,); copy only what is not contiguous.)
+    return torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy())
 
 
 def pad_collate(samples: Sequence[tuple[Mapping[str, Any], Any] | tuple[Mapping[str, Any], Any, int]]) -> Batch:

@@ -98,17 +98,23 @@ class JobConfig:
 
 
 def _check_unique() -> None:
-    """Setting names are unique across every dataset, method and model and the trainer (at import)."""
-    owners: dict[str, str] = {s.name: "the trainer" for s in TRAINER_SETTINGS}
+    """Setting names are unique across every dataset, method and model and the trainer (at import).
+
+    Datasets may share a name of the same type (`task`, `train_size` of two synthetic datasets):
+    a job has one dataset, so the name still has one meaning in every job.
+    """
+    owners: dict[str, tuple[str, Setting]] = {s.name: ("the trainer", s) for s in TRAINER_SETTINGS}
     for kind, registry in (("dataset", DATASETS), ("method", METHODS), ("model", MODELS)):
         for item in registry.values():
             for s in item.settings:
                 if s.name in TOP_LEVEL:
                     raise RuntimeError(f"{kind} {item.name} declares a setting named {s.name!r}, which is reserved")
-                other = owners.get(s.name)
-                if other is not None and other != f"{kind} {item.name}":
-                    raise RuntimeError(f"setting {s.name!r} is declared by {other} and by {kind} {item.name}")
-                owners[s.name] = f"{kind} {item.name}"
+                me = f"{kind} {item.name}"
+                other, first = owners.get(s.name, (me, s))
+                shared = kind == "dataset" and other.startswith("dataset ") and first.type == s.type
+                if other != me and not shared:
+                    raise RuntimeError(f"setting {s.name!r} is declared by {other} and by {me}")
+                owners.setdefault(s.name, (me, s))
 
 
 _check_unique()

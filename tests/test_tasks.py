@@ -43,9 +43,7 @@ def test_metric_is_an_exact_float64_fraction() -> None:
 def test_sign_zero_is_a_trainer_setting_with_the_official_default() -> None:
     job = resolve({"dataset": "synthetic", "method": "joint"})
     assert job.trainer.sign_zero == "negative"
-    assert (
-        resolve({"dataset": "synthetic", "method": "joint", "sign_zero": "positive"}).trainer.sign_zero == "positive"
-    )
+    assert resolve({"dataset": "synthetic", "method": "joint", "sign_zero": "positive"}).trainer.sign_zero == "positive"
     with pytest.raises(
         SettingError, match="setting 'sign_zero': 'zero' is not allowed; expected one of negative, positive"
     ):

@@ -1,23 +1,30 @@
-"""Metrics: batch ingest, series queries (incremental, downsampled), keys, latest values."""
+"""Metrics: batch ingest, series queries (incremental, downsampled, streamed), keys, latest values."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import itertools
+import math
+from array import array
+from collections.abc import Iterator
+from typing import Annotated, Any, cast
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import WithJsonSchema
 
 from cggm_core.tracking import encode_value
 
-from ..deps import DbDep, RawBody, ReadSession, SettingsDep, WriteAuth
-from ..downsample import minmax_indices
+from ..db import Database
+from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_batch
 from ..store import metrics as metric_store
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api/runs", tags=["metrics"])
+router = APIRouter(prefix="/api/runs", tags=["metrics"], responses={**COMMON_RESPONSES, **INVALID, **NOT_FOUND})
 
 _BATCH_SCHEMA = {
     "requestBody": {
@@ -26,13 +33,29 @@ _BATCH_SCHEMA = {
     }
 }
 
+# Reads: up to settings.read_chunk_points are read in one query and answered in one piece; a longer
+# read is streamed key by key, that many points per query, so that a 2M-point read holds a few MB.
+# Encoded bytes gathered before the answer starts, per chunk point (errors up to there still get
+# their own status; a point is ~40 bytes of JSON): 50k points -> 3.2 MB.
+EAGER_BYTES_PER_CHUNK_POINT = 64
+MAX_KEYS_PER_READ = 1000
+# One value of `keys`: no control character, and something besides commas and spaces.
+_KEY_CHAR = "[^\\u0000-\\u001f\\u007f-\\u009f]"
+KEYS_PARAM_PATTERN = f"^{_KEY_CHAR}*[^\\s,\\u0000-\\u001f\\u007f-\\u009f]{_KEY_CHAR}*$"
 
-@router.post("/{run_id}/metrics", dependencies=[WriteAuth], openapi_extra=_BATCH_SCHEMA)
-def ingest_metrics(run_id: int, body: RawBody, db: DbDep, settings: SettingsDep) -> IngestResult:
+
+@router.post(
+    "/{run_id}/metrics",
+    dependencies=[WriteAuth],
+    openapi_extra=_BATCH_SCHEMA,
+    responses={**WRITE, **CONFLICT},
+)
+def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDep) -> IngestResult:
     """Store a batch {points: [{key, step, value, time?}]}; idempotent on (run, key, step).
 
     NaN and ±Inf travel as the strings "NaN", "Infinity", "-Infinity" and are stored as such.
-    413 above `max_batch` points; 409 when the run no longer takes metrics.
+    413 above `max_batch` points; 409 when the run no longer takes metrics. A key is refused
+    (422) unless a query can send it back: no control characters, commas or surrounding whitespace.
     """
     points = parse_batch(body, settings.max_batch)  # validate before taking the write lock
     with db.write() as session:
@@ -43,11 +66,19 @@ def ingest_metrics(run_id: int, body: RawBody, db: DbDep, settings: SettingsDep)
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic)
 def get_metrics(
-    run_id: int,
-    session: ReadSession,
-    keys: Annotated[str | None, Query(description="comma-separated keys; all keys when omitted")] = None,
+    run_id: RunId,
+    db: DbDep,
+    settings: SettingsDep,
+    keys: Annotated[
+        list[Annotated[str, WithJsonSchema({"type": "string", "pattern": KEYS_PARAM_PATTERN})]] | None,
+        Query(
+            description="keys to read: repeat the parameter (keys=a&keys=b, each taken verbatim), or one "
+            "comma-separated value (keys=a,b); all keys when omitted",
+            max_length=MAX_KEYS_PER_READ,
+        ),
+    ] = None,
     since_step: Annotated[
-        int | None, Query(ge=-1, description="only steps strictly greater (incremental reads)")
+        int | None, Query(ge=-1, le=MAX_STEP, description="only steps strictly greater (incremental reads)")
     ] = None,
     max_points: Annotated[
         int | None, Query(ge=4, le=1_000_000, description="downsample each series to at most this many points")
@@ -55,38 +86,157 @@ def get_metrics(
 ) -> Response:
     """Series per key: {"series": {key: {"steps": [...], "values": [...], "times": [...]}}}.
 
-    Downsampling keeps each bucket's min and max and always the first and last point.
+    Downsampling keeps each bucket's min and max and always the first and last point. A long
+    full-resolution read is streamed (same JSON), so its size does not set the server's memory.
     """
-    run_store.get_run(session, run_id=run_id)
-    key_list = None
-    if keys is not None:
-        key_list = [k for k in (s.strip() for s in keys.split(",")) if k]
-        if not key_list:
-            raise Invalid(["query", "keys"], "expected one or more comma-separated keys")
-    if max_points is not None and since_step is None:  # long series come from the rollup
-        raw = metric_store.query_downsampled(session, run_id=run_id, keys=key_list, max_points=max_points)
+    key_list = _requested_keys(keys)
+    with db.read() as session:
+        run_store.get_run(session, run_id=run_id)
+    chunk = settings.read_chunk_points
+    parts = _series_json(db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk)
+    eager: list[bytes] = []
+    size = 0
+    for part in parts:  # read and encode in this request until the answer is known to be large
+        eager.append(part)
+        size += len(part)
+        if size > chunk * EAGER_BYTES_PER_CHUNK_POINT:
+            return StreamingResponse(_coalesced(itertools.chain(eager, parts)), media_type="application/json")
+    return Response(b"".join(eager), media_type="application/json")
+
+
+def _coalesced(parts: Iterator[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """Pieces joined into ~1 MB sends: each send is a thread hop and an HTTP chunk."""
+    buffer: list[bytes] = []
+    held = 0
+    for part in parts:
+        buffer.append(part)
+        held += len(part)
+        if held >= size:
+            yield b"".join(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
+def _requested_keys(keys: list[str] | None) -> list[str] | None:
+    if keys is None:
+        return None
+    if len(keys) == 1:
+        # One value: the comma-separated form (keys are refused at ingest if they hold a comma).
+        names = [k for k in (s.strip() for s in keys[0].split(",")) if k]
+        if not names:
+            raise Invalid(["query", "keys"], "expected one or more keys (keys=a&keys=b, or keys=a,b)")
     else:
-        raw = metric_store.query_series(session, run_id=run_id, keys=key_list, since_step=since_step)
-    series: dict[str, Any] = {}
-    for key, (steps, values, times) in raw.items():
-        if max_points is not None and len(steps) > max_points:
-            idx = minmax_indices(np.asarray(values, dtype=np.float64), max_points)
-            steps = [steps[i] for i in idx]
-            values = [values[i] for i in idx]
-            times = [times[i] for i in idx]
-        series[key] = {"steps": steps, "values": [encode_value(v) for v in values], "times": times}
-    # orjson straight to bytes: series can hold hundreds of thousands of numbers.
-    return Response(orjson.dumps({"series": series}), media_type="application/json")
+        names = keys  # repeated parameters: each verbatim
+    for name in names:
+        problem = text_problem(name) if name.replace(",", "").strip() else "has nothing but commas or spaces"
+        if problem:
+            raise Invalid(["query", "keys"], f"key {name[:80]!r} {problem}")
+    if len(names) > MAX_KEYS_PER_READ:
+        raise Invalid(["query", "keys"], f"{len(names)} keys; at most {MAX_KEYS_PER_READ} per read")
+    return list(dict.fromkeys(names))  # a key asked twice is answered once
+
+
+def _series_json(
+    db: Database, *, run_id: int, keys: list[str] | None, since_step: int | None, max_points: int | None, chunk: int
+) -> Iterator[bytes]:
+    """The answer's JSON in pieces; each database read is its own short session."""
+    yield b'{"series":{'
+    sep = b""
+    if max_points is None:
+        with db.read() as session:
+            small = metric_store.query_series(session, run_id=run_id, keys=keys, since_step=since_step, max_rows=chunk)
+        if small is not None:
+            for key, (steps_list, values_list, times_list) in small.items():
+                yield sep + _series_piece(key, np.asarray(steps_list, dtype=np.int64), values_list, times_list)
+                sep = b","
+        else:
+            for key in _names(db, run_id, keys):
+                yield sep
+                sep = b","
+                yield from _stream_one(db, run_id=run_id, key=key, since_step=since_step, chunk=chunk)
+    else:
+        for key in _names(db, run_id, keys):
+            with db.read() as session:
+                steps, values, times = metric_store.query_downsampled(
+                    session, run_id=run_id, key=key, since_step=since_step, max_points=max_points
+                )
+            yield sep + _series_piece(key, steps, values, times)
+            sep = b","
+    yield b"}}"
+
+
+def _names(db: Database, run_id: int, keys: list[str] | None) -> list[str]:
+    if keys is not None:
+        return keys
+    with db.read() as session:
+        return metric_store.list_keys(session, run_id=run_id)
+
+
+def _stream_one(db: Database, *, run_id: int, key: str, since_step: int | None, chunk: int) -> Iterator[bytes]:
+    """One series, `chunk` points per query: steps are sent as read; values and times wait in
+    compact arrays (16 bytes a point) because the JSON is by column."""
+    yield orjson.dumps(key) + b':{"steps":['
+    values, times = array("d"), array("d")
+    after = -1 if since_step is None else since_step
+    sep = b""
+    while True:
+        with db.read() as session:
+            steps, vals, ts = metric_store.series_chunk(session, run_id=run_id, key=key, after_step=after, limit=chunk)
+        if not steps:
+            break
+        yield sep + orjson.dumps(steps)[1:-1]
+        sep = b","
+        # NULL stands for NaN; most chunks have none, and then the list goes in as it is.
+        values.extend([math.nan if v is None else v for v in vals] if None in vals else cast("list[float]", vals))
+        times.extend(ts)
+        after = steps[-1]
+        if len(steps) < chunk:
+            break
+    yield b'],"values":['
+    yield from _numbers_in_pieces(np.frombuffer(values, dtype=np.float64), chunk)
+    yield b'],"times":['
+    yield from _numbers_in_pieces(np.frombuffer(times, dtype=np.float64), chunk)
+    yield b"]}"
+
+
+def _numbers_in_pieces(a: np.ndarray, chunk: int) -> Iterator[bytes]:
+    for i in range(0, len(a), chunk):
+        yield (b"," if i else b"") + _numbers(a[i : i + chunk])
+
+
+def _numbers(a: np.ndarray) -> bytes:
+    """Comma-separated JSON numbers; non-finite as the tracking convention's strings."""
+    if a.size == 0:
+        return b""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        return orjson.dumps([encode_value(v) for v in a.tolist()])[1:-1]
+    return orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+
+
+def _series_piece(key: str, steps: np.ndarray, values: Any, times: Any) -> bytes:
+    return b"".join(
+        (
+            orjson.dumps(key),
+            b':{"steps":[',
+            _numbers(steps),
+            b'],"values":[',
+            _numbers(np.asarray(values, dtype=np.float64)),
+            b'],"times":[',
+            _numbers(np.asarray(times, dtype=np.float64)),
+            b"]}",
+        )
+    )
 
 
 @router.get("/{run_id}/keys")
-def get_keys(run_id: int, session: ReadSession) -> KeysPublic:
+def get_keys(run_id: RunId, session: ReadSession) -> KeysPublic:
     run_store.get_run(session, run_id=run_id)
     return KeysPublic(keys=metric_store.list_keys(session, run_id=run_id))
 
 
 @router.get("/{run_id}/latest")
-def get_latest(run_id: int, session: ReadSession) -> dict[str, dict[str, Any]]:
+def get_latest(run_id: RunId, session: ReadSession) -> dict[str, dict[str, Any]]:
     """The last value of every key: {key: {step, value, time}} (for run tables and the dominance strip)."""
     run_store.get_run(session, run_id=run_id)
     latest = metric_store.latest_values(session, run_id=run_id)

@@ -9,28 +9,33 @@ from fastapi import APIRouter, Query, Response
 from cggm_core.config import resolve
 from cggm_core.settings import SettingError
 
-from ..deps import DbDep, ReadSession, SettingsDep, WriteAuth
+from ..deps import DbDep, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..lifecycle import sweep_lost
 from ..models import RUN_STATUSES
-from ..schemas.common import json_safe
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_ID, NOT_FOUND, WRITE, OneLine, json_safe
 from ..schemas.runs import EventsCreate, EventsPublic, RunCreate, RunPublic, RunsPublic, RunUpdate
 from ..store import events as event_store
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+router = APIRouter(prefix="/api/runs", tags=["runs"], responses={**COMMON_RESPONSES, **INVALID})
+
+DEFAULT_PAGE = 100
+_ONE_STATUS = "(?:" + "|".join(RUN_STATUSES) + ")"
+STATUS_PATTERN = f"^ *{_ONE_STATUS}? *(?:, *{_ONE_STATUS}? *)*$"
 
 
-@router.post("", status_code=201, dependencies=[WriteAuth])
-def create_run(body: RunCreate, db: DbDep) -> RunPublic:
+@router.post("", status_code=201, dependencies=[WriteAuth], responses=WRITE)
+def create_run(body: RunCreate, db: DbDep, settings: SettingsDep) -> RunPublic:
     """Queue a job (its config validated against the catalog) or open an external run (config kept as given)."""
     config = body.config
     if not body.external:
         try:
             # Store the resolved config: every default made explicit, so the run is reproducible.
-            config = json_safe(resolve(body.config).flat())
+            job = resolve(body.config, max_data_bytes=settings.max_job_data_bytes or None)
         except SettingError as e:
             raise Invalid(["body", "config"], str(e)) from None
+        config = json_safe(job.flat())
     with db.write() as session:
         run = run_store.create_run(
             session, config=config, name=body.name, tags=body.tags, notes=body.notes, external=body.external
@@ -42,11 +47,24 @@ def create_run(body: RunCreate, db: DbDep) -> RunPublic:
 def list_runs(
     db: DbDep,
     settings: SettingsDep,
-    status: Annotated[str | None, Query(description=f"comma-separated statuses, of {', '.join(RUN_STATUSES)}")] = None,
-    method: str | None = None,
-    dataset: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    status: Annotated[
+        str | None,
+        Query(
+            description=f"comma-separated statuses, of {', '.join(RUN_STATUSES)}",
+            json_schema_extra={"pattern": STATUS_PATTERN},
+        ),
+    ] = None,
+    method: Annotated[OneLine | None, Query(max_length=100)] = None,
+    dataset: Annotated[OneLine | None, Query(max_length=100)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description=f"runs per page: at most the server's max_page; default {DEFAULT_PAGE} (or max_page if smaller)",
+            json_schema_extra={"x-max-page": True},  # app.py writes the server's max_page here
+        ),
+    ] = None,
 ) -> RunsPublic:
     """Runs, newest first, filtered by status, method and dataset, one page at a time."""
     statuses = None
@@ -55,6 +73,8 @@ def list_runs(
         bad = [s for s in statuses if s not in RUN_STATUSES]
         if bad:
             raise Invalid(["query", "status"], f"unknown status {bad[0]!r}; allowed: {', '.join(RUN_STATUSES)}")
+    if limit is None:
+        limit = min(DEFAULT_PAGE, settings.max_page)
     if limit > settings.max_page:
         raise Invalid(["query", "limit"], f"limit {limit} is above the server's maximum page of {settings.max_page}")
     sweep_lost(db, settings)
@@ -65,39 +85,41 @@ def list_runs(
         return RunsPublic(data=[RunPublic.model_validate(r) for r in runs], count=total)
 
 
-@router.get("/{run_id}")
-def get_run(run_id: int, db: DbDep, settings: SettingsDep) -> RunPublic:
+@router.get("/{run_id}", responses=NOT_FOUND)
+def get_run(run_id: RunId, db: DbDep, settings: SettingsDep) -> RunPublic:
     sweep_lost(db, settings)
     with db.read() as session:
         return RunPublic.model_validate(run_store.get_run(session, run_id=run_id))
 
 
-@router.patch("/{run_id}", dependencies=[WriteAuth])
-def update_run(run_id: int, body: RunUpdate, db: DbDep) -> RunPublic:
+@router.patch("/{run_id}", dependencies=[WriteAuth], responses={**WRITE, **NOT_FOUND})
+def update_run(run_id: RunId, body: RunUpdate, db: DbDep) -> RunPublic:
     with db.write() as session:
         run = run_store.update_run(session, run_id=run_id, name=body.name, tags=body.tags, notes=body.notes)
         return RunPublic.model_validate(run)
 
 
-@router.post("/{run_id}/stop", dependencies=[WriteAuth])
-def stop_run(run_id: int, db: DbDep) -> RunPublic:
+@router.post("/{run_id}/stop", dependencies=[WriteAuth], responses={**WRITE, **NOT_FOUND, **CONFLICT})
+def stop_run(run_id: RunId, db: DbDep) -> RunPublic:
     """Running → stopping (the worker stops at its next heartbeat); queued or lost → stopped."""
     with db.write() as session:
         return RunPublic.model_validate(run_store.request_stop(session, run_id=run_id))
 
 
-@router.delete("/{run_id}", status_code=204, dependencies=[WriteAuth])
-def delete_run(run_id: int, db: DbDep) -> Response:
+@router.delete("/{run_id}", status_code=204, dependencies=[WriteAuth], responses={**WRITE, **NOT_FOUND})
+def delete_run(run_id: RunId, db: DbDep) -> Response:
     with db.write() as session:
         run_store.delete_run(session, run_id=run_id)
     return Response(status_code=204)
 
 
-@router.get("/{run_id}/events")
+@router.get("/{run_id}/events", responses=NOT_FOUND)
 def list_events(
-    run_id: int,
+    run_id: RunId,
     session: ReadSession,
-    after_id: Annotated[int, Query(ge=0, description="only events with a larger id (incremental reads)")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="only events with a larger id (incremental reads)")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> EventsPublic:
     run_store.get_run(session, run_id=run_id)
@@ -105,8 +127,8 @@ def list_events(
     return EventsPublic.model_validate({"data": events}, from_attributes=True)
 
 
-@router.post("/{run_id}/events", status_code=201, dependencies=[WriteAuth])
-def add_events(run_id: int, body: EventsCreate, db: DbDep) -> dict[str, int]:
+@router.post("/{run_id}/events", status_code=201, dependencies=[WriteAuth], responses={**WRITE, **NOT_FOUND})
+def add_events(run_id: RunId, body: EventsCreate, db: DbDep) -> dict[str, int]:
     """Log lines from the worker or the user's script (progress notes, warnings, the error)."""
     with db.write() as session:
         run_store.get_run(session, run_id=run_id)

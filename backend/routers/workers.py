@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from ..deps import DbDep, SettingsDep, WriteAuth
+from ..deps import DbDep, RunId, SettingsDep, WriteAuth
 from ..lifecycle import sweep_lost
+from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, NOT_FOUND, WRITE
 from ..schemas.runs import ClaimRequest, HeartbeatPublic, RunFinish, RunPublic
 from ..store import runs as run_store
 
-router = APIRouter(prefix="/api", tags=["workers"])
+router = APIRouter(prefix="/api", tags=["workers"], responses={**COMMON_RESPONSES, **INVALID, **WRITE})
 
 
 @router.post(
@@ -33,16 +34,16 @@ def claim(
         return RunPublic.model_validate(run)
 
 
-@router.post("/runs/{run_id}/heartbeat", dependencies=[WriteAuth])
-def heartbeat(run_id: int, db: DbDep) -> HeartbeatPublic:
+@router.post("/runs/{run_id}/heartbeat", dependencies=[WriteAuth], responses={**NOT_FOUND, **CONFLICT})
+def heartbeat(run_id: RunId, db: DbDep) -> HeartbeatPublic:
     """The worker is alive. `stop` is true when the run should stop (stop requested, or no longer active)."""
     with db.write() as session:
         run = run_store.heartbeat(session, run_id=run_id)
         return HeartbeatPublic(stop=run.status not in ("running",), status=run.status)  # type: ignore[arg-type]
 
 
-@router.post("/runs/{run_id}/finish", dependencies=[WriteAuth])
-def finish(run_id: int, body: RunFinish, db: DbDep) -> RunPublic:
+@router.post("/runs/{run_id}/finish", dependencies=[WriteAuth], responses={**NOT_FOUND, **CONFLICT})
+def finish(run_id: RunId, body: RunFinish, db: DbDep) -> RunPublic:
     """End a running, stopping or lost run as finished, failed or stopped, with its summary or error."""
     with db.write() as session:
         run = run_store.finish_run(session, run_id=run_id, status=body.status, summary=body.summary, error=body.error)

@@ -79,16 +79,23 @@ class Split:
         )
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Shuffled mini-batches when a generator is given, in order otherwise; last one may be short."""
+        """Shuffled mini-batches when a generator is given, in order otherwise; last one may be short.
+
+        Padded sequences are cut to the longest real length in the batch, as the DataLoader path's
+        collate pads them, so both paths give a batch the same shape (and dropout the same draws).
+        The lengths are read on the host: no device sync per batch.
+        """
         n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        order = order.to(self.y.device)
+        order_cpu = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order_cpu.to(self.y.device)
+        lengths = {m: k.sum(dim=1).cpu() for m, k in self.masks.items()}  # (N,) real steps per sample
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
+            cut = {m: int(lengths[m][order_cpu[i : i + batch_size]].max()) for m in self.masks}
             yield Batch(
-                {m: x[idx] for m, x in self.xs.items()},
+                {m: (x[idx, : cut[m]] if m in cut else x[idx]) for m, x in self.xs.items()},
                 self.y[idx],
-                {m: k[idx] for m, k in self.masks.items()},
+                {m: k[idx, : cut[m]] for m, k in self.masks.items()},
                 None if self.groups is None else self.groups[idx],
             )
 

@@ -85,7 +85,8 @@ class Synthetic(Dataset):
         """Peak of `load`: every modality's float64 matrix (8·N·D each), the float32 splits made from
         them (4·N·D each), and the float64 temporaries of one modality while it is drawn (the picked
         prototypes, the noise and their sum: three N×D; regression's tanh(clean @ mix) and its
-        parts: four). Measured (tests/backend/test_job_limits.py): 0.7-1.0 of this."""
+        parts: four). Measured (tests/backend/test_job_limits.py): the live peak is 0.7-0.9 of this;
+        malloc may hold some freed memory on top."""
         n = int(cfg["train_size"]) + int(cfg["val_size"]) + int(cfg["test_size"])
         d, m = int(cfg["dim"]), int(cfg["modalities"])
         temporaries = 3 if cfg["task"] == "classification" else 4

@@ -1,8 +1,9 @@
 """Models: the registry (torch-free, for the catalog) and the network classes (loaded on first use).
 
-    MODELS["mlp"]        vectors: MLP encoders, concatenation, MLP head
-    MODELS["cnn"]        images: a small ResNet per modality, concatenation, MLP head
-    MODELS["segnet"]     images, segmentation: ResNet encoders, a shared decoder, aux decoders
+    MODELS["mlp"]          vectors: MLP encoders, concatenation, MLP head
+    MODELS["transformer"]  sequences: Conv1d + transformer encoders, a fusion transformer, residual head
+    MODELS["cnn"]          images: a small ResNet per modality, concatenation, MLP head
+    MODELS["segnet"]       images, segmentation: ResNet encoders, a shared decoder, aux decoders
 
 Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import CNN, MLP, ModelSpec, SegNet
+from .registry import CNN, MLP, ModelSpec, SegNet, Transformer
 
-MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, CNN, SegNet)}
+MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, Transformer, CNN, SegNet)}
 
 _EXPORTS = {
     "AuxHeads": "base",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "infer_feat_dims": "base",
     "MLPEncoder": "mlp",
     "build_mlp_net": "mlp",
+    "build_transformer_net": "transformer",
     "ResNetEncoder": "resnet",
     "build_cnn_net": "cnn",
     "SegDecoder": "segnet",
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from .mlp import MLPEncoder, build_mlp_net
     from .resnet import ResNetEncoder
     from .segnet import SegDecoder, build_segnet
+    from .transformer import build_transformer_net
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +63,7 @@ __all__ = [
     "build_cnn_net",
     "build_mlp_net",
     "build_segnet",
+    "build_transformer_net",
     "infer_feat_dims",
     "last_layer",
     "last_linear",

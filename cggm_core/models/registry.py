@@ -71,6 +71,62 @@ class MLP(ModelSpec):
         return build_mlp_net(data.in_dims, cfg["hidden"], cfg["feat_dim"], cfg["head_hidden"], data.task.num_outputs)
 
 
+class Transformer(ModelSpec):
+    name = "transformer"
+    help = (
+        "the official CGGM MSA model (sequence inputs): per modality a Conv1d projection and a transformer, "
+        "a fusion transformer over the concatenated sequences, a residual MLP head; padding masks"
+    )
+    # Defaults: the official CMU-MOSI run (DESIGN §4.1).
+    settings = [
+        Setting(
+            "d_model", "int", 40, "transformer width d (every encoder, the fusion, the aux heads)", min=2, max=4096
+        ),
+        Setting("heads", "int", 5, "attention heads (must divide d_model)", min=1, max=256),
+        Setting("enc_layers", "int", 5, "transformer layers of each modality's encoder", min=0, max=64),
+        Setting(
+            "fusion_layers", "int", 3, "layers of the fusion transformer (official: enc_layers − 2)", min=0, max=64
+        ),
+        Setting("aux_layers", "int", 2, "transformer layers of each aux head", min=0, max=64),
+        Setting("attn_dropout", "float", 0.15, "dropout on the attention weights", min=0.0, max=0.99),
+        Setting("relu_dropout", "float", 0.15, "dropout inside each feed-forward block", min=0.0, max=0.99),
+        Setting("embed_dropout", "float", 0.2, "dropout after adding the positions", min=0.0, max=0.99),
+        Setting(
+            "res_dropout", "float", 0.1, "dropout on each block's output before the residual sum", min=0.0, max=0.99
+        ),
+        Setting("out_dropout", "float", 0.1, "dropout in the residual output head", min=0.0, max=0.99),
+        Setting(
+            "aux_proj_twice",
+            "bool",
+            False,
+            "the official aux head's quirk: apply its hidden layer proj1 twice (off: proj1 → relu → out_layer)",
+        ),
+    ]
+    # Sequences only: a vector read as a length-1 sequence makes attention the identity (one key),
+    # so the model would be an MLP in disguise; `mlp` is the model for vectors.
+    input_kinds = frozenset({"sequence"})
+    tasks = frozenset({"classification", "regression"})
+
+    @classmethod
+    def check(cls, cfg: Mapping[str, Any], kinds: set[str], task: str) -> None:
+        super().check(cfg, kinds, task)
+        if cfg["d_model"] % cfg["heads"]:
+            raise SettingError(
+                f"setting 'heads': {cfg['heads']} does not divide d_model={cfg['d_model']}; "
+                "choose heads that divide d_model"
+            )
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
+        from .transformer import build_transformer_net
+
+        return build_transformer_net(
+            {m: data.inputs[m].features for m in data.modalities},
+            data.task.num_outputs,
+            **{s.name: cfg[s.name] for s in cls.settings},
+        )
+
+
 class CNN(ModelSpec):
     name = "cnn"
     help = "a small ResNet per image modality (global average pooling), concatenation, an MLP head"

@@ -222,3 +222,76 @@ def test_downsampled_read_of_a_long_series_from_the_rollup(api: httpx.Client) ->
     assert max(finite) == 9.5 and min(finite) == -8.25
     for step, value, t in zip(s["steps"], s["values"], s["times"], strict=True):
         assert value == values[step] and t == 1000.0 + step  # real points, not bucket averages
+
+
+# -- issue 8, item 8: a key that is accepted can be fetched ---------------------------------------------------
+def test_repeated_keys_parameters_are_taken_verbatim_and_the_comma_form_still_works(api: httpx.Client) -> None:
+    run_id = new_running_run(api)
+    batch = points("acc/m0", range(3)) + points("acc/m1", range(2)) + points("val/acc", range(4))
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": batch}).json()["accepted"] == 9
+
+    def fetch(params: object) -> dict[str, list[int]]:
+        r = api.get(f"/api/runs/{run_id}/metrics", params=params)  # type: ignore[arg-type]
+        assert r.status_code == 200, r.text
+        return {k: s["steps"] for k, s in r.json()["series"].items()}
+
+    repeated = fetch([("keys", "val/acc"), ("keys", "acc/m0")])
+    assert list(repeated) == ["val/acc", "acc/m0"] and repeated["acc/m0"] == [0, 1, 2]
+    assert fetch({"keys": "acc/m1, val/acc"}) == {"acc/m1": [0, 1], "val/acc": [0, 1, 2, 3]}  # comma form
+    # Repeated values are verbatim: "acc/m0,acc/m1" is one (unknown) key there, not two.
+    assert fetch([("keys", "acc/m0,acc/m1"), ("keys", "val/acc")]) == {"acc/m0,acc/m1": [], "val/acc": [0, 1, 2, 3]}
+    assert fetch([("keys", "acc/m0"), ("keys", "acc/m0")]) == {"acc/m0": [0, 1, 2]}  # asked twice, answered once
+    # The same holds for downsampled and incremental reads.
+    assert fetch([("keys", "acc/m1"), ("keys", "val/acc"), ("max_points", 4)]) == {
+        "acc/m1": [0, 1],
+        "val/acc": [0, 1, 2, 3],
+    }
+    assert fetch([("keys", "val/acc"), ("keys", "acc/m1"), ("since_step", 1)]) == {"val/acc": [2, 3], "acc/m1": []}
+    for bad in ([("keys", "acc/m0"), ("keys", "")], [("keys", "a\x00")], [("keys", " , ")]):
+        r = api.get(f"/api/runs/{run_id}/metrics", params=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "keys"], (bad, r.text)
+
+
+# -- issue 8, item 5: long full-resolution reads are streamed, the same JSON --------------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def small_chunk_server(request: pytest.FixtureRequest, make_server):  # type: ignore[no-untyped-def]
+    """A server that streams any read above 1,000 points (the default is 50,000), on each database."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("pg_schema_url")
+    return make_server(url, env={"CGGM_READ_CHUNK_POINTS": "1000"})
+
+
+def test_long_reads_are_streamed_and_identical_to_a_plain_read(small_chunk_server) -> None:  # type: ignore[no-untyped-def]
+    special = {17: "NaN", 1001: "Infinity", 2002: "-Infinity", 3003: -0.0, 4004: 1e300}
+    expected: dict[str, dict[str, list[object]]] = {}
+    batch: list[dict[str, object]] = []
+    for key, n in (("k/big", 5500), ("k/mid", 2100), ("k/small", 10)):
+        steps = list(range(0, 2 * n, 2))  # gaps, so that chunk boundaries are not step boundaries
+        values = [special.get(i, float(i % 97) / 7.0) for i in range(n)]
+        times = [1000.0 + 0.5 * i for i in range(n)]
+        expected[key] = {"steps": steps, "values": values, "times": times}
+        batch += [{"key": key, "step": s, "value": v, "time": t} for s, v, t in zip(steps, values, times, strict=True)]
+    with small_chunk_server.client() as api:
+        run_id = new_running_run(api)
+        assert api.post(f"/api/runs/{run_id}/metrics", json={"points": batch}).json()["accepted"] == len(batch)
+
+        whole = api.get(f"/api/runs/{run_id}/metrics")
+        assert whole.headers.get("transfer-encoding") == "chunked" and "content-length" not in whole.headers
+        assert whole.json() == {"series": {k: expected[k] for k in sorted(expected)}}
+
+        since = api.get(
+            f"/api/runs/{run_id}/metrics", params=[("keys", "k/small"), ("keys", "k/big"), ("since_step", 9)]
+        )
+        tail = {k: [s for s in expected[k]["steps"] if s > 9] for k in ("k/small", "k/big")}  # type: ignore[operator]
+        assert {k: s["steps"] for k, s in since.json()["series"].items()} == tail
+        assert list(since.json()["series"]) == ["k/small", "k/big"]
+
+        small = api.get(f"/api/runs/{run_id}/metrics", params={"keys": "k/small"})
+        assert "content-length" in small.headers and small.json()["series"]["k/small"] == expected["k/small"]
+
+        down = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 100}).json()["series"]
+        assert set(down) == set(expected)
+        for key, s in down.items():
+            assert len(s["steps"]) <= 100 and s["steps"][0] == 0 and s["steps"][-1] == expected[key]["steps"][-1]
+            finite = [v for v in s["values"] if isinstance(v, float)]
+            assert max(finite) == max(v for v in expected[key]["values"] if isinstance(v, float))
+        assert 8008 in down["k/big"]["steps"]  # the 1e300 at index 4004
