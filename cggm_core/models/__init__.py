@@ -2,6 +2,8 @@
 
     MODELS["mlp"]          vectors: MLP encoders, concatenation, MLP head
     MODELS["transformer"]  sequences: Conv1d + transformer encoders, a fusion transformer, residual head
+    MODELS["cnn"]          images: a small ResNet per modality, concatenation, MLP head
+    MODELS["segnet"]       images, segmentation: ResNet encoders, a shared decoder, aux decoders
 
 Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
 """
@@ -11,9 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import MLP, ModelSpec, Transformer
+from .registry import CNN, MLP, ModelSpec, SegNet, Transformer
 
-MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, Transformer)}
+MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, Transformer, CNN, SegNet)}
 
 _EXPORTS = {
     "AuxHeads": "base",
@@ -25,11 +27,18 @@ _EXPORTS = {
     "MLPEncoder": "mlp",
     "build_mlp_net": "mlp",
     "build_transformer_net": "transformer",
+    "ResNetEncoder": "resnet",
+    "build_cnn_net": "cnn",
+    "SegDecoder": "segnet",
+    "build_segnet": "segnet",
 }
 
 if TYPE_CHECKING:
     from .base import AuxHeads, ConcatFusion, MultimodalNet, infer_feat_dims, last_layer, last_linear
+    from .cnn import build_cnn_net
     from .mlp import MLPEncoder, build_mlp_net
+    from .resnet import ResNetEncoder
+    from .segnet import SegDecoder, build_segnet
     from .transformer import build_transformer_net
 
 
@@ -49,7 +58,11 @@ __all__ = [
     "MLPEncoder",
     "ModelSpec",
     "MultimodalNet",
+    "ResNetEncoder",
+    "SegDecoder",
+    "build_cnn_net",
     "build_mlp_net",
+    "build_segnet",
     "build_transformer_net",
     "infer_feat_dims",
     "last_layer",

@@ -125,3 +125,71 @@ class Transformer(ModelSpec):
             data.task.num_outputs,
             **{s.name: cfg[s.name] for s in cls.settings},
         )
+
+
+class CNN(ModelSpec):
+    name = "cnn"
+    help = "a small ResNet per image modality (global average pooling), concatenation, an MLP head"
+    settings = [
+        Setting(
+            "cnn_width", "int", 16, "channels of the stem and the first stage (doubling per stage)", min=1, max=1024
+        ),
+        Setting("cnn_stages", "int", 3, "ResNet stages (each after the first halves the resolution)", min=1, max=6),
+        Setting("cnn_blocks", "int", 1, "basic blocks per stage", min=1, max=16),
+        Setting(
+            "cnn_head_hidden", "int", 64, "task-head hidden width (= aux heads' last-layer input)", min=1, max=8192
+        ),
+    ]
+    input_kinds = frozenset({"image"})
+    tasks = frozenset({"classification", "regression"})
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
+        from .cnn import build_cnn_net
+
+        return build_cnn_net(
+            data.in_dims,
+            cfg["cnn_width"],
+            cfg["cnn_stages"],
+            cfg["cnn_blocks"],
+            cfg["cnn_head_hidden"],
+            data.task.num_outputs,
+        )
+
+
+class SegNet(ModelSpec):
+    name = "segnet"
+    help = (
+        "segmentation: a ResNet encoder per image modality, a shared decoder ending in a 1×1 conv, "
+        "an aux decoder per modality"
+    )
+    settings = [
+        Setting(
+            "segnet_width",
+            "int",
+            16,
+            "encoder channels of the stem and first stage (doubling per stage)",
+            min=1,
+            max=1024,
+        ),
+        Setting("segnet_stages", "int", 2, "encoder stages (each after the first halves the resolution)", min=1, max=6),
+        Setting("segnet_blocks", "int", 1, "basic blocks per encoder stage", min=1, max=16),
+        Setting(
+            "segnet_dec_width", "int", 32, "decoders' width (= the 1×1 conv's input: W_Ω and aux)", min=1, max=4096
+        ),
+    ]
+    input_kinds = frozenset({"image"})
+    tasks = frozenset({"segmentation"})
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
+        from .segnet import build_segnet
+
+        return build_segnet(
+            {m: spec.shape for m, spec in data.inputs.items()},
+            cfg["segnet_width"],
+            cfg["segnet_stages"],
+            cfg["segnet_blocks"],
+            cfg["segnet_dec_width"],
+            data.task.num_outputs,
+        )
