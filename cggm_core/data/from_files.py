@@ -41,7 +41,7 @@ def path_setting(default: str, what: str, name: str = "path") -> Setting:
         "str",
         default,
         f"{what}, relative to the worker's data root $CGGM_DATA_DIR",
-        pattern_help="a relative path under the data root (no absolute path, no '..' above it)",
+        pattern_help="a path relative to the data root",
     )
 
 
