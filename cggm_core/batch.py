@@ -7,6 +7,7 @@
 
 A modality without a mask has no padding. `pad_collate` builds a Batch from samples of
 variable-length sequences: it pads each to the longest in the batch (zeros) and records the mask.
+Token ids (T,) int64 pad the same way, with id 0 (the padding id) and their dtype kept.
 """
 
 from __future__ import annotations
@@ -71,11 +72,17 @@ def pad_collate(samples: Sequence[tuple[Mapping[str, Any], Any] | tuple[Mapping[
         if len(shapes) == 1:
             xs[m] = torch.stack(parts).float() if parts[0].is_floating_point() else torch.stack(parts)
             continue
-        if any(p.ndim != 2 for p in parts) or len({p.shape[1] for p in parts}) != 1:
-            raise ValueError(f"modality {m!r}: samples differ in shape {sorted(shapes)}; only (T, D) sequences pad")
+        ids = all(p.ndim == 1 and not p.is_floating_point() for p in parts)  # (T,) token ids
+        if not ids and (any(p.ndim != 2 for p in parts) or len({p.shape[1] for p in parts}) != 1):
+            raise ValueError(
+                f"modality {m!r}: samples differ in shape {sorted(shapes)}; only (T, D) sequences and (T,) ids pad"
+            )
         lengths = torch.tensor([p.shape[0] for p in parts])
         t_max = int(lengths.max())
-        padded = torch.zeros(len(parts), t_max, parts[0].shape[1], dtype=torch.float32)  # (B, T, D)
+        if ids:
+            padded = torch.zeros(len(parts), t_max, dtype=torch.int64)  # (B, T), 0 = the padding id
+        else:
+            padded = torch.zeros(len(parts), t_max, parts[0].shape[1], dtype=torch.float32)  # (B, T, D)
         for i, p in enumerate(parts):
             padded[i, : p.shape[0]] = p
         xs[m] = padded

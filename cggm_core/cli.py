@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
+from .data.files import DataFormatError, DataPathError
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -244,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ArgError, SettingError) as e:
         print(f"cggm: error: {e}", file=sys.stderr)
         return 2
+    except (DataFormatError, DataPathError) as e:  # the user's data files: one line naming the file
+        print(f"cggm: error: {e}", file=sys.stderr)
+        return 1
     return 2
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from .base import Dataset, MultimodalData, Split
+from .brats import Brats
+from .food101 import Food101
+from .iemocap import Iemocap
 from .mfeat import MFeat
+from .mosi import Mosei, Mosi
 from .synthetic import Synthetic
 from .synthetic_seg import SyntheticSeg
 from .synthetic_seq import SyntheticSeq
 
-DATASETS: dict[str, type[Dataset]] = {d.name: d for d in (Synthetic, MFeat, SyntheticSeq, SyntheticSeg)}
+DATASETS: dict[str, type[Dataset]] = {
+    d.name: d for d in (Synthetic, MFeat, SyntheticSeq, SyntheticSeg, Mosi, Mosei, Iemocap, Food101, Brats)
+}
 
 __all__ = ["DATASETS", "Dataset", "MultimodalData", "Split"]

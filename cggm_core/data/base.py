@@ -30,21 +30,27 @@ from ..batch import Batch
 from ..settings import Setting
 from ..tasks import Task
 
-InputKind = Literal["vector", "sequence", "image"]
-INPUT_KINDS: tuple[str, ...] = ("vector", "sequence", "image")
+InputKind = Literal["vector", "sequence", "image", "tokens"]
+INPUT_KINDS: tuple[str, ...] = ("vector", "sequence", "image", "tokens")
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One modality's input: its kind and per-sample shape ((D,), (T, D) with T the longest, (C, H, W))."""
+    """One modality's input: its kind and per-sample shape ((D,), (T, D) with T the longest,
+    (C, H, W), or (T,) int64 token ids from a vocabulary of `vocab_size` ids, 0 the padding)."""
 
     kind: InputKind
     shape: tuple[int, ...]
     variable_length: bool = False  # sequences of unequal T (batches carry masks)
+    vocab_size: int | None = None  # tokens only
 
     @property
     def features(self) -> int:
-        """Width of one position: D of a vector or sequence, C (channels) of an image."""
+        """Width of one position: D of a vector or sequence, C (channels) of an image, the
+        vocabulary size of token ids."""
+        if self.kind == "tokens":
+            assert self.vocab_size is not None, "a tokens input needs its vocab_size"
+            return self.vocab_size
         return self.shape[-1] if self.kind != "image" else self.shape[0]
 
 

@@ -101,10 +101,19 @@ class Transformer(ModelSpec):
             False,
             "the official aux head's quirk: apply its hidden layer proj1 twice (off: proj1 → relu → out_layer)",
         ),
+        Setting(
+            "patch_size",
+            "int",
+            16,
+            "image inputs: side of the square patches the patch embedding turns into tokens",
+            min=1,
+            max=1024,
+        ),
     ]
-    # Sequences only: a vector read as a length-1 sequence makes attention the identity (one key),
-    # so the model would be an MLP in disguise; `mlp` is the model for vectors.
-    input_kinds = frozenset({"sequence"})
+    # Sequences, and images and token ids through an input adapter that makes them sequences
+    # (models/transformer.py). Not vectors: a vector read as a length-1 sequence makes attention
+    # the identity (one key), so the model would be an MLP in disguise; `mlp` is the model for vectors.
+    input_kinds = frozenset({"sequence", "image", "tokens"})
     tasks = frozenset({"classification", "regression"})
 
     @classmethod
@@ -120,9 +129,17 @@ class Transformer(ModelSpec):
     def build(cls, cfg: Mapping[str, Any], data: MultimodalData) -> MultimodalNet:
         from .transformer import build_transformer_net
 
+        for m in data.modalities:
+            spec = data.inputs[m]
+            if spec.kind == "image" and min(spec.shape[1:]) < cfg["patch_size"]:
+                raise SettingError(
+                    f"setting 'patch_size': {cfg['patch_size']} is larger than modality {m!r}'s images "
+                    f"{spec.shape[1]} × {spec.shape[2]}; choose a smaller patch (or larger images)"
+                )
         return build_transformer_net(
             {m: data.inputs[m].features for m in data.modalities},
             data.task.num_outputs,
+            input_kinds={m: data.inputs[m].kind for m in data.modalities},
             **{s.name: cfg[s.name] for s in cls.settings},
         )
 

@@ -31,6 +31,15 @@ out_layer's weight has W_Ω's shape (out, d), as CGGM's direction term needs.
 
 CGGM's `reference` variant scales only encoder bodies: `.body` is the transformer, and the Conv1d
 projection (`.proj`) sits outside it, as the official code's `proj.{i}` outside `encoders.{i}`.
+
+Input adapters (ours: the official model reads only feature sequences). Where no frozen
+pretrained encoder gives the sequences (UPMC-Food-101 without ViT/BERT features), `.proj` turns
+raw inputs into the d-wide sequence the transformer reads, and is trained from scratch:
+- "image" (B, C, H, W): a patch embedding, Conv2d(C, d, kernel = stride = patch_size), as ViT's;
+  (B, d, H/p, W/p) → (B, HW/p², d), patches in row-major order; a border smaller than a patch is
+  dropped, as ViT's convolution drops it.
+- "tokens" (B, T) int64 ids: nn.Embedding(vocab, d, padding_idx=0); the batch's mask marks the
+  padding, as for sequences.
 """
 
 from __future__ import annotations
@@ -152,15 +161,31 @@ class TransformerEncoder(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """`proj` (Conv1d, kernel 1: D_in → d per step) then `body` (the transformer); (B, T, D_in) → (B, T, d)."""
+    """`proj` then `body` (the transformer) → (B, T, d). By input kind, `proj` is a Conv1d (kernel 1:
+    D_in → d per step) of (B, T, D_in) sequences, a patch embedding of (B, C, H, W) images (C =
+    `in_dim`), or an embedding of (B, T) token ids (`in_dim` = the vocabulary size)."""
 
-    def __init__(self, in_dim: int, body: TransformerEncoder) -> None:
+    def __init__(self, in_dim: int, body: TransformerEncoder, kind: str = "sequence", patch_size: int = 16) -> None:
         super().__init__()
-        self.proj = nn.Conv1d(in_dim, body.d_model, kernel_size=1)
+        self.kind = kind
+        self.proj: nn.Module
+        if kind == "sequence":
+            self.proj = nn.Conv1d(in_dim, body.d_model, kernel_size=1)
+        elif kind == "image":
+            self.proj = nn.Conv2d(in_dim, body.d_model, kernel_size=patch_size, stride=patch_size)
+        elif kind == "tokens":
+            self.proj = nn.Embedding(in_dim, body.d_model, padding_idx=0)
+        else:
+            raise ValueError(f"the transformer reads sequence, image or tokens inputs, not {kind!r}")
         self.body = body
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (B, D_in, T) → (B, d, T) → (B, T, d)
+        if self.kind == "sequence":
+            h = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (B, D_in, T) → (B, d, T) → (B, T, d)
+        elif self.kind == "image":
+            h = self.proj(x).flatten(2).transpose(1, 2)  # (B, d, H/p, W/p) → (B, d, T) → (B, T, d)
+        else:
+            h = self.proj(x)  # (B, T) ids → (B, T, d)
         return self.body(h, mask)
 
 
@@ -239,13 +264,21 @@ def build_transformer_net(
     res_dropout: float = 0.1,
     out_dropout: float = 0.1,
     aux_proj_twice: bool = False,
+    input_kinds: Mapping[str, str] | None = None,
+    patch_size: int = 16,
 ) -> MultimodalNet:
-    """The MSA model for modalities of widths `in_dims` (in order); defaults: the official MOSI run."""
+    """The MSA model for modalities of widths `in_dims` (in order); defaults: the official MOSI run.
+
+    `input_kinds[m]` ("sequence" when not given) picks encoder m's input adapter (module docstring).
+    """
+    kinds = dict(input_kinds or {})
 
     def transformer(layers: int) -> TransformerEncoder:
         return TransformerEncoder(d_model, heads, layers, attn_dropout, relu_dropout, res_dropout, embed_dropout)
 
-    encoders = {m: SequenceEncoder(d, transformer(enc_layers)) for m, d in in_dims.items()}
+    encoders = {
+        m: SequenceEncoder(d, transformer(enc_layers), kinds.get(m, "sequence"), patch_size) for m, d in in_dims.items()
+    }
     fusion = SequenceFusion(transformer(fusion_layers))
     head = ResidualHead(d_model, out_dim, out_dropout)
 

@@ -14,11 +14,11 @@ from .conftest import REPO
 MISMATCHES = [
     (
         {"dataset": "mfeat", "method": "cggm", "model": "transformer"},
-        "model 'transformer' reads sequence inputs, but this dataset's modalities are vector",
+        "model 'transformer' reads image, sequence, tokens inputs, but this dataset's modalities are vector",
     ),
     (
         {"dataset": "synthetic", "method": "joint", "model": "transformer"},
-        "model 'transformer' reads sequence inputs, but this dataset's modalities are vector",
+        "model 'transformer' reads image, sequence, tokens inputs, but this dataset's modalities are vector",
     ),
     (
         {"dataset": "synthetic_seq", "method": "cggm", "model": "mlp"},
@@ -55,7 +55,7 @@ def test_the_sequence_job_is_queued_with_its_default_model(api: httpx.Client) ->
     model = next(m for m in catalog["models"] if m["name"] == "transformer")
     defaults = {s["name"]: s["default"] for s in model["settings"]}
     assert defaults["d_model"] == 40 and defaults["heads"] == 5 and defaults["enc_layers"] == 5
-    assert model["input_kinds"] == ["sequence"]
+    assert model["input_kinds"] == ["image", "sequence", "tokens"]  # images and token ids through input adapters
 
 
 PROBE = """
