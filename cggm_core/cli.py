@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
 from .data.files import DataFormatError, DataPathError
+from .presets import PRESETS
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one job locally", description="Train one job locally.")
     t.add_argument("--dataset", help="dataset name (see --list)")
     t.add_argument("--method", help="method name (see --list)")
+    t.add_argument(
+        "--preset",
+        help=f"the official recipe of a paper data set ({', '.join(PRESETS)}; see --list); "
+        "--set and the flags below override it",
+    )
     t.add_argument(
         "--set",
         dest="sets",
@@ -129,6 +135,8 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
         raw["dataset"] = args.dataset
     if args.method:
         raw["method"] = args.method
+    if args.preset:
+        raw["preset"] = args.preset
     raw.update(parse_sets(args.sets))
     for flag, key in (("epochs", "epochs"), ("seed", "seed"), ("log_every", "log_every")):
         value = getattr(args, flag)

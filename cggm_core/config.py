@@ -1,10 +1,12 @@
-"""Job configuration: one flat object (`dataset`, `method`, `model`, any setting by name), resolved once.
+"""Job configuration: one flat object (`dataset`, `method`, `model`, `preset`, any setting by name), resolved once.
 
 Setting names are unique across every dataset, method and model and the trainer, so a job is
 written without prefixes: {"dataset": "mfeat", "method": "cggm", "views": "kar,mor", "rho": 1.3,
 "epochs": 20, "seed": 0}. `resolve` validates it against the registries and returns a typed
 `JobConfig` (the trainer's settings a `TrainerConfig` dataclass); everything downstream (the
-trainer, the Stepper, the worker) reads that object and never parses the raw dict again. The
+trainer, the Stepper, the worker) reads that object and never parses the raw dict again. A
+`preset` (cggm_core.presets: the official recipe of a paper data set) fills values between the
+defaults and the job's own settings, which win. The
 catalog (datasets, methods, models, tasks, trainer settings with types, defaults and bounds) is
 generated from the same declarations for the CLI, the backend and the dashboard's form.
 """
@@ -19,8 +21,12 @@ from .data import DATASETS
 from .data.base import kinds_of
 from .methods import METHODS
 from .models import MODELS
+from .presets import PRESETS, Preset
 from .settings import Setting, SettingError, SettingType
 from .tasks import SIGN_ZERO, TASKS
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "plateau", "warmup_cosine")
 
 
 def _setting(default: Any, help: str, **bounds: Any) -> Any:
@@ -36,9 +42,42 @@ class TrainerConfig:
     data_seed: int = _setting(0, "seed for generating or splitting the data", min=0, max=2**31 - 1)
     batch_size: int = _setting(64, "mini-batch size", min=1, max=65_536)
     lr: float = _setting(1e-3, "learning rate of the model", min=1e-7, max=10.0)
-    optimizer: str = _setting("adam", "optimizer of the model", choices=("adam", "adamw", "sgd"))
-    weight_decay: float = _setting(0.0, "weight decay", min=0.0, max=1.0)
+    optimizer: str = _setting("adam", "optimizer of the model", choices=OPTIMIZERS)
+    weight_decay: float = _setting(0.0, "weight decay of the model", min=0.0, max=1.0)
+    momentum: float = _setting(
+        0.9, "SGD momentum (the model's and the aux heads'; official BraTS: 0.9)", min=0.0, max=0.999
+    )
     aux_lr_ratio: float = _setting(0.5, "aux-head learning rate as a fraction of lr (official: 0.5)", min=0.0, max=10.0)
+    aux_optimizer: str = _setting(
+        "same",
+        "optimizer of the aux heads (same = the model's kind, as the official code)",
+        choices=("same", *OPTIMIZERS),
+    )
+    aux_weight_decay: float = _setting(
+        0.0, "weight decay of the aux heads (official: 0; Food-101 3e-3; BraTS 3e-4)", min=0.0, max=1.0
+    )
+    scheduler: str = _setting(
+        "none",
+        "lr schedule of the model (the aux heads' lr stays fixed, as the official): none; plateau (on val/loss, "
+        "each epoch); warmup_cosine (each step: warmup_start_lr → lr, then cosine to final_lr)",
+        choices=SCHEDULERS,
+    )
+    plateau_patience: int = _setting(
+        10,
+        "plateau: epochs without a lower val/loss it waits out before cutting the lr (official `when`: 10)",
+        min=0,
+        max=100_000,
+    )
+    plateau_factor: float = _setting(0.1, "plateau: the lr is multiplied by this (official: 0.1)", min=1e-6, max=0.999)
+    warmup_epochs: int = _setting(
+        10, "warmup_cosine: epochs of linear warm-up (official BraTS: 10)", min=0, max=100_000
+    )
+    warmup_start_lr: float = _setting(
+        4e-4, "warmup_cosine: the lr of the first step (official BraTS: 4e-4)", min=0.0, max=10.0
+    )
+    final_lr: float = _setting(
+        1e-3, "warmup_cosine: the lr the cosine ends at (official BraTS: 1e-3)", min=0.0, max=10.0
+    )
     clip: float = _setting(0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6)
     log_every: int = _setting(1, "log the per-step probe every K steps", min=1, max=1_000_000)
     shapley: bool = _setting(True, "compute Shapley contributions val/contrib/<m> each epoch")
@@ -72,7 +111,7 @@ def _trainer_settings() -> list[Setting]:
 
 TRAINER_SETTINGS: list[Setting] = _trainer_settings()
 TRAINER_BY_NAME = {s.name: s for s in TRAINER_SETTINGS}
-TOP_LEVEL = ("dataset", "method", "model")
+TOP_LEVEL = ("dataset", "method", "model", "preset")
 
 
 @dataclass(frozen=True)
@@ -84,12 +123,14 @@ class JobConfig:
     method_settings: dict[str, Any]
     model_settings: dict[str, Any]
     trainer: TrainerConfig
+    preset: str | None = None  # for the record: every value it gave is explicit in `flat()`
 
     def flat(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "method": self.method,
             "model": self.model,
+            **({"preset": self.preset} if self.preset is not None else {}),
             **self.data,
             **self.method_settings,
             **self.model_settings,
@@ -120,6 +161,35 @@ def _check_unique() -> None:
 _check_unique()
 
 
+def _check_presets() -> None:
+    """Every preset value names a setting of its group and parses to itself (at import).
+
+    A preset's data sets need not be registered (the paper's loaders may be absent from an
+    install); a job can only name a registered one, so an absent one's preset is never applied.
+    """
+    for p in PRESETS.values():
+        groups: list[tuple[str, Mapping[str, Any], list[Setting]]] = [("the trainer", p.trainer, TRAINER_SETTINGS)]
+        for kind, registry, values in (("method", METHODS, p.methods), ("model", MODELS, p.models)):
+            for name, vals in values.items():
+                if name not in registry:
+                    raise RuntimeError(f"preset {p.name!r} sets values for unknown {kind} {name!r}")
+                groups.append((f"{kind} {name}", vals, registry[name].settings))
+        for owner, vals, settings in groups:
+            by_name = {s.name: s for s in settings}
+            for key, value in vals.items():
+                if key not in by_name:
+                    raise RuntimeError(f"preset {p.name!r}: {owner} has no setting {key!r}")
+                try:
+                    parsed = by_name[key].parse(value)
+                except SettingError as e:
+                    raise RuntimeError(f"preset {p.name!r}: {e}") from None
+                if parsed != value:
+                    raise RuntimeError(f"preset {p.name!r}: {key}={value!r} is not a {by_name[key].type}")
+
+
+_check_presets()
+
+
 def _name(raw: Mapping[str, Any], field_name: str, registry: Mapping[str, Any], default: str | None = None) -> str:
     value = raw.get(field_name, default)
     if value is None:
@@ -147,6 +217,7 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
     ds, method = DATASETS[ds_name], METHODS[m_name]
     model_name = _name(raw, "model", MODELS, default=ds.default_model) if raw.get("model") else ds.default_model
     model = MODELS[model_name]
+    preset = _preset(raw, ds_name)
     groups: list[tuple[list[Setting], dict[str, Any]]] = [
         (ds.settings, {}),
         (method.settings, {}),
@@ -158,6 +229,10 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
         for s in settings:
             owner[s.name] = (s, target)
             target[s.name] = s.default
+    if preset is not None:  # checked at import (_check_presets): every value parses
+        for key, value in preset.values_for(m_name, model_name).items():
+            _, target = owner[key]
+            target[key] = value
     for key, value in raw.items():
         if key in TOP_LEVEL:
             continue
@@ -183,7 +258,35 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
                 f"the limit of {_gib(max_data_bytes)} (CGGM_MAX_JOB_DATA_BYTES on the server); "
                 "make it smaller (train_size, dim, modalities, ...)"
             )
-    return JobConfig(ds_name, m_name, model_name, data_cfg, method_cfg, model_cfg, TrainerConfig(**trainer_cfg))
+    return JobConfig(
+        ds_name,
+        m_name,
+        model_name,
+        data_cfg,
+        method_cfg,
+        model_cfg,
+        TrainerConfig(**trainer_cfg),
+        preset.name if preset is not None else None,
+    )
+
+
+def _preset(raw: Mapping[str, Any], dataset: str) -> Preset | None:
+    """The job's preset (None when it names none); refused when it is not for the job's dataset."""
+    name = raw.get("preset")
+    if name is None or name == "":
+        return None
+    for_this = [p.name for p in PRESETS.values() if dataset in p.datasets]
+    hint = f"the preset for {dataset!r} is {for_this[0]!r}" if for_this else f"dataset {dataset!r} has no preset"
+    if not isinstance(name, str):
+        raise SettingError(f"'preset' must be a name (a string), got {type(name).__name__}; {hint}")
+    if name not in PRESETS:
+        raise SettingError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)} ({hint})")
+    preset = PRESETS[name]
+    if dataset not in preset.datasets:
+        raise SettingError(
+            f"preset {name!r} is the official recipe for dataset {', '.join(preset.datasets)}, not {dataset!r}; {hint}"
+        )
+    return preset
 
 
 def _gib(n: int) -> str:
@@ -200,6 +303,7 @@ def catalog() -> dict[str, Any]:
         "models": [m.describe() for m in MODELS.values()],
         "tasks": [t.describe() for t in TASKS.values()],
         "trainer": [s.to_json() for s in TRAINER_SETTINGS],
+        "presets": [p.describe() for p in PRESETS.values()],
     }
 
 
@@ -222,4 +326,7 @@ def format_catalog() -> str:
     for spec in MODELS.values():
         block(f"  {spec.name}: {spec.help} (reads {', '.join(sorted(spec.input_kinds))})", spec.settings)
     block("trainer:", TRAINER_SETTINGS)
+    lines.append("presets (--preset NAME; explicit settings win):")
+    for p in PRESETS.values():
+        lines.append(f"  {p.name}: for {', '.join(p.datasets)}: {p.help}")
     return "\n".join(lines)

@@ -5,8 +5,9 @@
         stepper.step(xs, y)            # or stepper.step(xs, y, masks) for padded sequences
 
 `Stepper` owns the auxiliary heads (the model's own, built before the first step when the model
-knows its feature shapes, else from the first batch's features), the model and aux optimizers,
-the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
+knows its feature shapes, else from the first batch's features), the model and aux optimizers
+(the aux heads' of the model's kind by default, as the official code; lr · `aux_lr_ratio`, their
+own weight decay), the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
 logging steps (`step % log_every == 0`). Settings left out default to the trainer's
 (`TrainerConfig`); `Stepper.from_job` takes a resolved job as it is.
 """
@@ -50,6 +51,9 @@ class Stepper:
         aux: AuxHeads | None = None,
         optimizer_name: str | None = None,
         weight_decay: float | None = None,
+        momentum: float | None = None,
+        aux_optimizer_name: str | None = None,
+        aux_weight_decay: float | None = None,
         resolved: bool = False,
     ) -> None:
         if method not in METHODS:
@@ -66,16 +70,23 @@ class Stepper:
         self.clip = _DEFAULTS.clip if clip is None else clip
         self.log_every = _DEFAULTS.log_every if log_every is None else log_every
         self.sink = sink
+        self.momentum = _DEFAULTS.momentum if momentum is None else momentum
+        kind = optimizer_name or _DEFAULTS.optimizer
         self.optimizer = (
             optimizer
             if optimizer is not None
             else make_optimizer(
-                optimizer_name or _DEFAULTS.optimizer,
+                kind,
                 model.parameters(),
                 self.lr,
                 _DEFAULTS.weight_decay if weight_decay is None else weight_decay,
+                self.momentum,
             )
         )
+        # The official code builds the aux heads' optimizer of the model's kind (getattr(optim, optim)).
+        aux_kind = aux_optimizer_name or _DEFAULTS.aux_optimizer
+        self.aux_optimizer_name = kind if aux_kind == "same" else aux_kind
+        self.aux_weight_decay = _DEFAULTS.aux_weight_decay if aux_weight_decay is None else aux_weight_decay
         self.aux: AuxHeads | None = None
         self.aux_optimizer: torch.optim.Optimizer | None = None
         self.method: Method | None = None
@@ -100,6 +111,9 @@ class Stepper:
             sink=sink,
             optimizer_name=t.optimizer,
             weight_decay=t.weight_decay,
+            momentum=t.momentum,
+            aux_optimizer_name=t.aux_optimizer,
+            aux_weight_decay=t.aux_weight_decay,
             resolved=True,
         )
 
@@ -107,7 +121,9 @@ class Stepper:
     def attach_aux(self, aux: AuxHeads) -> None:
         """Use these aux heads (with their own optimizer) and build the method around them."""
         self.aux = aux
-        self.aux_optimizer = make_optimizer("adam", aux.parameters(), self.aux_lr, 0.0)
+        self.aux_optimizer = make_optimizer(
+            self.aux_optimizer_name, aux.parameters(), self.aux_lr, self.aux_weight_decay, self.momentum
+        )
         self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
 
     # -- the step ------------------------------------------------------------------------------
@@ -173,6 +189,7 @@ class Stepper:
             "train/loss": state.task_loss.detach(),
             f"train/{task.metric_name}": task.metric(state.pred.detach(), state.y),
             "loss/total": loss.detach(),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),  # the model's, as its schedule set it
         }
         for m in self.model.modalities:
             tensors[f"acc/{m}"] = state.eps[m]
@@ -230,7 +247,10 @@ class Stepper:
         self.global_step = int(state["global_step"])
 
 
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Any, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (with `momentum`; the official BraTS: 0.9) over `params`, one group."""
     params = list(params)
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
@@ -239,5 +259,5 @@ def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> to
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd")

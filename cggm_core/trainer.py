@@ -1,7 +1,7 @@
 """Trainer: setup → fit → validate, seeded and deterministic on CPU, checkpoint per epoch, resume.
 
 Outputs in `out_dir` (when given): config.json, metrics.jsonl, summary.json and checkpoint.pt
-(model, aux heads, optimizers, method state, RNG state, the job config), rewritten atomically
+(model, aux heads, optimizers, lr schedule, method state, RNG state, the job config), rewritten atomically
 after every epoch. Resuming from checkpoint.pt continues at the next epoch and appends to
 metrics.jsonl; a resumed run reproduces the uninterrupted one on CPU.
 """
@@ -26,6 +26,7 @@ from .data import DATASETS, MultimodalData
 from .data.base import LoaderSplit
 from .methods import METHODS
 from .models import MODELS
+from .schedules import Schedule, make_schedule
 from .step import Stepper
 from .tracking import JsonlSink, MultiSink, Sink, json_safe, log_dict
 
@@ -114,11 +115,14 @@ class Trainer:
             sinks.append(self.extra_sink)
         self.sink = CountingSink(MultiSink(*sinks))
         self.stepper = Stepper.from_job(self.model, task, self.job, sink=self.sink)
+        self.steps_per_epoch = math.ceil(len(self.train_split) / t.batch_size)
+        self.schedule: Schedule = make_schedule(t, self.stepper.optimizer, self.steps_per_epoch)
         torch.manual_seed(t.seed + 1)  # aux heads drawn from their own stream, the same in every run
         aux = self.model.make_aux()  # built eagerly: every model knows its aux heads' shapes
         if resume is not None:
             ckpt = torch.load(resume, map_location=self.device, weights_only=False)
             self.stepper.load_state_dict(ckpt["stepper"], aux)
+            self.schedule.load_state_dict(ckpt.get("schedule", {"name": "none"}))
             self.start_epoch = int(ckpt["epoch"]) + 1
             self.best = ckpt.get("best", {})
             torch.set_rng_state(ckpt["rng_cpu"])
@@ -132,7 +136,7 @@ class Trainer:
         t = self.job.trainer
         epochs = t.epochs
         batch_size = t.batch_size
-        per_epoch = math.ceil(len(self.train_split) / batch_size)
+        per_epoch = self.steps_per_epoch
         started = time.time()
         bar = tqdm(
             total=epochs * per_epoch,
@@ -150,6 +154,7 @@ class Trainer:
             if isinstance(self.train_split, LoaderSplit):
                 self.train_split.set_epoch(epoch)  # e.g. BraTS draws new training slices per epoch
             for batch in self.train_split.batches(batch_size, generator=gen):
+                self.schedule.before_step(self.stepper.global_step)
                 values = self.stepper.step_batch(batch)
                 bar.update(1)
                 if values:
@@ -162,6 +167,7 @@ class Trainer:
             if status == "stopped":
                 break
             val = self.validate(epoch)
+            self.schedule.after_epoch(val["val/loss"])  # before the checkpoint: it holds the next epoch's lr
             bar.set_postfix(val=f"{val[f'val/{primary}']:.3f}", refresh=False)
             self.save_checkpoint(epoch)
             self.sink.flush()
@@ -209,6 +215,7 @@ class Trainer:
             "config": self.job.flat(),
             "epoch": epoch,
             "stepper": self.stepper.state_dict(),
+            "schedule": self.schedule.state_dict(),
             "best": self.best,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
