@@ -148,7 +148,10 @@ class Trainer:
         status = "finished"
         metric = self.data.task.metric_name
         primary = self.data.task.primary
+        method = self.stepper.method
+        assert method is not None
         for epoch in range(self.start_epoch, epochs + 1):
+            method.on_epoch_start(epoch)  # epoch-windowed methods (OGM-GE, AGM)
             # Shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
             gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
             if isinstance(self.train_split, LoaderSplit):

@@ -71,6 +71,10 @@ class Method:
         """Modalities the fused prediction sees, in training and in evaluation; the rest are zero-masked."""
         return self.modalities
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """The trainer calls this before each epoch's first step (epochs count from 1); methods with
+        a modulation window (OGM-GE, AGM) read it. A Stepper driven by hand calls it itself."""
+
     def before_backward(self, state: StepState) -> torch.Tensor | None:
         """Extra loss added to L_task before backward (None for none)."""
         return None
