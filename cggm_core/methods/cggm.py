@@ -2,7 +2,7 @@
 
 Three variants of one method, chosen by `variant`:
 
-* `paper` (the default) — the paper's algorithm. Balance B_m = (S − Δ_m)/S with S = Σ_k Δ_k,
+* `paper` — the paper's algorithm. Balance B_m = (S − Δ_m)/S with S = Σ_k Δ_k,
   where Δ_m = ε_m(t) − ε_m(t−1) is the change of aux head m's batch metric (ε_m(0) = 0). The
   paper gives no rule for S = 0, so the raw formula is evaluated as the official code does
   (zrguo/CGGM, src/msatrain.py: `diff_sum = sum(diff) + 1e-8`, then `(diff_sum - d) / diff_sum`):
@@ -33,7 +33,7 @@ Three variants of one method, chosen by `variant`:
   rebuilds the same term as W_Ω(t) + (W_Ω − sg(W_Ω)): the same value, bit for bit, and the same
   gradient into W_Ω.
 
-* `stable` — ours: a balance signal that measures *learning*, not batch noise. `paper`'s Δ is one
+* `stable` (the default) — ours: a balance signal that measures *learning*, not batch noise. `paper`'s Δ is one
   batch's accuracy minus the previous one's; with a batch of 64 its noise (±0.06) is far larger
   than a step's learning (~1e-3), so B is a ratio of noise (DESIGN §4, BENCHMARKS.md). The first
   `stable` (an EMA of ε, S guarded, B clamped) was measured to be nearly a no-op: the difference
@@ -46,7 +46,9 @@ Three variants of one method, chosen by `variant`:
   modalities' correlation (they see the same batch) is accounted for. On a simulated run where
   one modality learns 4× as fast (target B_fast = 0.2), `paper`'s median B_fast is ~0.5 and this
   variant's 0.20 (tests/test_cggm.py::test_balance_signal_simulation; a window of 100 steps gives
-  0.28, too short for batch-64 noise). Direction term and ρ as in `paper`.
+  0.28, too short for batch-64 noise). Direction term and ρ as in `paper`. It is the default
+  because bench/cggm_paired.py (BENCHMARKS.md §2.1) supports it: under Adam it is the only
+  variant not significantly worse than `joint`; no variant beats `joint` there.
 
 Hazard of the raw formula (kept on purpose in `paper` and `reference`, and shown by the probe):
 Δ are multiples of 1/batch_size, so S is often exactly 0; then B_m = 1 − Δ_m·1e8, some B are
