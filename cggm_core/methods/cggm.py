@@ -33,9 +33,9 @@ Three variants of one method, chosen by `variant`:
   rebuilds the same term as W_Ω(t) + (W_Ω − sg(W_Ω)): the same value, bit for bit, and the same
   gradient into W_Ω.
 
-* `stable` (the default) — ours: a balance signal that measures *learning*, not batch noise. `paper`'s Δ is one
-  batch's accuracy minus the previous one's; with a batch of 64 its noise (±0.06) is far larger
-  than a step's learning (~1e-3), so B is a ratio of noise (DESIGN §4, BENCHMARKS.md). The first
+* `stable` (the default) — ours: a balance signal that measures *learning*, not batch noise.
+  `paper`'s Δ is one batch's accuracy minus the previous one's; with a batch of 64 its noise
+  (±0.06) is far larger than a step's learning (~1e-3), so B is a ratio of noise (DESIGN §4, BENCHMARKS.md). The first
   `stable` (an EMA of ε, S guarded, B clamped) was measured to be nearly a no-op: the difference
   of an EMA is still one batch's noise, scaled by 1 − β. Here Δ_m is the least-squares slope of
   ε_m over the last `slope_window` steps, clipped at 0 (a modality that forgets does not earn a
