@@ -67,12 +67,18 @@ class Stepper:
         self.log_every = _DEFAULTS.log_every if log_every is None else log_every
         self.sink = sink
         METHODS[method].check_task(task.name, self.method_cfg)
+        lr_groups = METHODS[method].lr_groups(self.method_cfg, model)
+        if optimizer is not None and lr_groups:
+            raise ValueError(
+                f"method {method!r} gives parts of the model their own learning rate through the optimizer's "
+                "parameter groups; let the Stepper build the optimizer (optimizer_name=, lr=, weight_decay=)"
+            )
         self.optimizer = (
             optimizer
             if optimizer is not None
             else make_optimizer(
                 optimizer_name or _DEFAULTS.optimizer,
-                param_groups(model, METHODS[method].lr_groups(self.method_cfg, model), self.lr),
+                param_groups(model, lr_groups, self.lr),
                 self.lr,
                 _DEFAULTS.weight_decay if weight_decay is None else weight_decay,
             )

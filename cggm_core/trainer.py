@@ -105,7 +105,11 @@ class Trainer:
         self.heldout_split: DataSplit | None = None
         holdout = method_cls.holdout_fraction(self.job.method_settings)
         if holdout > 0:
-            assert isinstance(self.data.train, (Split, LoaderSplit))
+            if not isinstance(self.data.train, (Split, LoaderSplit)):
+                raise ValueError(
+                    f"method {self.job.method!r} holds out part of the training split, but dataset "
+                    f"{self.job.dataset!r} gives a {type(self.data.train).__name__}, which cannot be subset"
+                )
             self.data.train, heldout = holdout_split(self.data.train, holdout, t.data_seed)
             self.heldout_split = heldout.to(self.device)
         self.train_split = self.data.train.to(self.device)
