@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from cggm_core import probe
 from cggm_core.config import catalog, resolve
 from cggm_core.settings import SettingError
 from cggm_core.tracking import MemorySink
@@ -124,6 +125,16 @@ def test_two_epochs(method: str, task: str) -> None:
         alpha = 1.0
         assert all(set(c) <= {0.0, alpha} for c in coef.values())
     if method == "mla":
+        # Validation and test use MLA's fused prediction (its `predict`), not the model's own fusion.
+        method_obj, aux, data_task = trainer.stepper.method, trainer.stepper.aux, trainer.data.task
+        assert method_obj is not None and aux is not None
+        for split, key in (
+            (trainer.val_split, summary["final"]["val/loss"]),
+            (trainer.test_split, summary["test"]["test/loss"]),
+        ):
+            fused = probe.evaluate(trainer.model, aux, data_task, split, fuse=method_obj.predict)
+            plain = probe.evaluate(trainer.model, aux, data_task, split)
+            assert key == pytest.approx(fused["loss"]) and key != pytest.approx(plain["loss"])
         for step in range(1, steps + 1):
             w = [v for m in modalities for s, v in sink.series(f"mla/fusion_weight/{m}") if s == step]
             assert sum(w) == pytest.approx(1.0, abs=1e-5)

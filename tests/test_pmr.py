@@ -175,10 +175,10 @@ def test_segmentation_uses_every_feature_map_pixel_with_the_nearest_label() -> N
     net, aux = linear_net()
     method = PMR(SETTINGS, net, aux, segmentation())
     feat = torch.arange(8.0).reshape(1, 2, 2, 2)  # (B, C, h, w)
-    y = torch.arange(16).reshape(1, 4, 4) % 4  # (B, H, W)
+    y = torch.tensor([[[3, 0, 1, 0], [0, 0, 0, 0], [2, 0, 3, 1], [0, 0, 1, 1]]])  # (B, H, W)
     f, labels = method.samples("a", feat, None, y)
     assert_close(f, torch.tensor([[0.0, 4.0], [1.0, 5.0], [2.0, 6.0], [3.0, 7.0]]))  # pixel rows (h, w order)
-    assert labels.tolist() == [y[0, 0, 0], y[0, 0, 2], y[0, 2, 0], y[0, 2, 2]]
+    assert labels.tolist() == [3, 1, 2, 3]  # y[0, 0, 0], y[0, 0, 2], y[0, 2, 0], y[0, 2, 2]: the nearest pixels
 
 
 def test_pmr_refuses_regression_in_a_stepper() -> None:
