@@ -249,6 +249,7 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
     modalities = ds.modality_names(data_cfg)
     method.check(method_cfg, modalities)
     task = ds.task_name(data_cfg)
+    method.check_task(task, method_cfg)
     model.check(model_cfg, kinds_of(ds.input_kinds(data_cfg), modalities), task)
     if max_data_bytes is not None:
         need = ds.estimate_bytes(data_cfg)
@@ -298,7 +299,13 @@ def catalog() -> dict[str, Any]:
     return {
         "datasets": [d.describe() for d in DATASETS.values()],
         "methods": [
-            {"name": m.name, "help": m.help, "settings": [s.to_json() for s in m.settings]} for m in METHODS.values()
+            {
+                "name": m.name,
+                "help": m.help,
+                "settings": [s.to_json() for s in m.settings],
+                "tasks": None if m.tasks is None else sorted(m.tasks),
+            }
+            for m in METHODS.values()
         ],
         "models": [m.describe() for m in MODELS.values()],
         "tasks": [t.describe() for t in TASKS.values()],

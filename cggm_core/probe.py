@@ -17,6 +17,9 @@ from .data.base import DataSplit
 from .models import AuxHeads, MultimodalNet
 from .tasks import Task
 
+# (feats, keep=, masks=) -> the fused prediction: `MultimodalNet.fuse` or a method's `predict`.
+Fuse = Callable[..., torch.Tensor]
+
 
 def grad_norm(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
@@ -83,10 +86,13 @@ def evaluate(
     batch_size: int = 1024,
     keep: Sequence[str] | None = None,
     with_aux: bool = True,
+    fuse: Fuse | None = None,
 ) -> dict[str, float]:
     """The fused model on a split: its loss (batch-weighted) and the task's evaluation metrics
     (`task.evaluator()`: ε over the split under `task.metric_name`, and the task's own metrics);
-    with `with_aux`, each aux head's ε over the split as `<metric_name>/<m>`."""
+    with `with_aux`, each aux head's ε over the split as `<metric_name>/<m>`. `fuse` is the
+    method's fused prediction (`Method.predict`), the model's own fusion by default."""
+    fuse = fuse or model.fuse
     model.eval()
     aux.eval()
     n = len(split)
@@ -95,7 +101,7 @@ def evaluate(
     per_head = {m: task.evaluator() for m in model.modalities} if with_aux else {}
     for batch in split.batches(batch_size):
         feats = model.encode(batch.xs, batch.masks)
-        pred = model.fuse(feats, keep=keep, masks=batch.masks)
+        pred = fuse(feats, keep=keep, masks=batch.masks)
         loss_sum += float(task.loss(pred, batch.y)) * len(batch)
         fused.update(pred, batch.y, batch.groups)
         if with_aux:
@@ -115,6 +121,7 @@ def contributions(
     split: DataSplit,
     max_modalities: int,
     active: Sequence[str] | None = None,
+    fuse: Fuse | None = None,
 ) -> dict[str, float]:
     """Shapley value of each modality for the fused metric; {} if there are too many modalities.
 
@@ -129,7 +136,7 @@ def contributions(
         return {}
 
     def value(subset: frozenset[str]) -> float:
-        return evaluate(model, aux, task, split, keep=sorted(subset), with_aux=False)[task.metric_name]
+        return evaluate(model, aux, task, split, keep=sorted(subset), with_aux=False, fuse=fuse)[task.metric_name]
 
     values = shapley_values(value, players)
     return {m: values.get(m, 0.0) for m in model.modalities}

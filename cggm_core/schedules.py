@@ -116,7 +116,7 @@ class WarmupCosine(Schedule):
             total_steps=self.total_steps,
         )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a method's per-part multiplier (MSLR) survives
 
     # Stateless beyond the global step (which the Stepper's checkpoint holds): the base class's
     # state_dict is enough, and an extended resume follows the new run length's curve.

@@ -23,11 +23,12 @@ from tqdm import tqdm
 from . import probe
 from .config import JobConfig, resolve
 from .data import DATASETS, MultimodalData
-from .data.base import LoaderSplit
+from .data.base import DataSplit, LoaderSplit, Split, holdout_split
 from .methods import METHODS
+from .methods.base import EpochContext
 from .models import MODELS
 from .schedules import Schedule, make_schedule
-from .step import Stepper
+from .step import Stepper, make_optimizer
 from .tracking import JsonlSink, MultiSink, Sink, json_safe, log_dict
 
 
@@ -96,10 +97,22 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t.data_seed)
         self.data.task = self.data.task.with_settings(t)
-        METHODS[self.job.method].check(self.job.method_settings, self.data.modalities)
+        method_cls = METHODS[self.job.method]
+        method_cls.check(self.job.method_settings, self.data.modalities)
         for split in (self.data.train, self.data.val, self.data.test):
             if isinstance(split, LoaderSplit):  # file-backed: the trainer's DataLoader settings
                 split.num_workers, split.pin_memory, split.seed = t.num_workers, t.pin_memory, t.seed
+        # A method's held-out part of train (G-Blending) is never trained on; seeded by the data seed.
+        self.heldout_split: DataSplit | None = None
+        holdout = method_cls.holdout_fraction(self.job.method_settings)
+        if holdout > 0:
+            if not isinstance(self.data.train, (Split, LoaderSplit)):
+                raise ValueError(
+                    f"method {self.job.method!r} holds out part of the training split, but dataset "
+                    f"{self.job.dataset!r} gives a {type(self.data.train).__name__}, which cannot be subset"
+                )
+            self.data.train, heldout = holdout_split(self.data.train, holdout, t.data_seed)
+            self.heldout_split = heldout.to(self.device)
         self.train_split = self.data.train.to(self.device)
         self.val_split = self.data.val.to(self.device)
         self.test_split = self.data.test.to(self.device)
@@ -151,11 +164,12 @@ class Trainer:
         method = self.stepper.method
         assert method is not None
         for epoch in range(self.start_epoch, epochs + 1):
-            method.on_epoch_start(epoch)  # epoch-windowed methods (OGM-GE, AGM)
+            method.set_epoch(epoch)  # epoch-windowed methods (OGM-GE, AGM)
             # Shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
             gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
             if isinstance(self.train_split, LoaderSplit):
                 self.train_split.set_epoch(epoch)  # e.g. BraTS draws new training slices per epoch
+            self.method_epoch_start(epoch)
             for batch in self.train_split.batches(batch_size, generator=gen):
                 self.schedule.before_step(self.stepper.global_step)
                 values = self.stepper.step_batch(batch)
@@ -178,6 +192,26 @@ class Trainer:
         summary = self.finish(status, time.time() - started)
         return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
 
+    def method_epoch_start(self, epoch: int) -> None:
+        """The method's epoch hook (PMR's prototypes, G-Blending's weights); logs what it returns."""
+        t = self.job.trainer
+        method = self.stepper.method
+        assert method is not None
+        ctx = EpochContext(
+            epoch=epoch,
+            epochs=t.epochs,
+            train=self.train_split,
+            heldout=self.heldout_split,
+            batch_size=t.batch_size,
+            seed=t.seed,
+            clip=t.clip,
+            optimizer=self.stepper.optimizer,
+            make_optimizer=lambda params: make_optimizer(t.optimizer, params, t.lr, t.weight_decay, t.momentum),
+        )
+        values = method.on_epoch_start(ctx)
+        if values:
+            log_dict(self.sink, values, self.stepper.global_step)
+
     # -- validate ------------------------------------------------------------------------------
     def active_modalities(self) -> list[str]:
         """What the fused model is evaluated with: the modalities the method trains it on.
@@ -196,11 +230,12 @@ class Trainer:
         aux = self.stepper.aux
         assert aux is not None
         active = self.active_modalities()
-        scores = probe.evaluate(self.model, aux, task, self.val_split, keep=active)
+        fuse = self.stepper.method.predict if self.stepper.method is not None else None
+        scores = probe.evaluate(self.model, aux, task, self.val_split, keep=active, fuse=fuse)
         values = {f"val/{k}": v for k, v in scores.items()}
         if t.shapley:
             contrib = probe.contributions(
-                self.model, aux, task, self.val_split, t.shapley_max_modalities, active=active
+                self.model, aux, task, self.val_split, t.shapley_max_modalities, active=active, fuse=fuse
             )
             values.update({f"val/contrib/{m}": v for m, v in contrib.items()})
         values["epoch"] = float(epoch)
@@ -232,7 +267,8 @@ class Trainer:
         task = self.data.task
         aux = self.stepper.aux
         assert aux is not None
-        scores = probe.evaluate(self.model, aux, task, self.test_split, keep=self.active_modalities())
+        fuse = self.stepper.method.predict if self.stepper.method is not None else None
+        scores = probe.evaluate(self.model, aux, task, self.test_split, keep=self.active_modalities(), fuse=fuse)
         test = {f"test/{k}": v for k, v in scores.items()}
         values = dict(test)
         probe_acc: dict[str, float] = {}

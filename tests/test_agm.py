@@ -271,7 +271,7 @@ def test_training_matches_the_official_hooked_module_step_by_step(names: list[st
     modulated = 0
     for epoch in range(1, 5):
         assert stepper.method is not None
-        stepper.method.on_epoch_start(epoch)
+        stepper.method.set_epoch(epoch)
         for step in range(3):
             xs = {m: torch.randn(16, 3, generator=gen) * (1 + i) for i, m in enumerate(names)}
             y = torch.randint(0, 3, (16,), generator=gen)
@@ -357,7 +357,7 @@ def test_coefficients_equal_the_official_on_identical_scores(num: int) -> None:
     scale = [1.0] * num
     ours, official = [], []
     for epoch in range(1, 9):
-        agm.on_epoch_start(epoch)
+        agm.set_epoch(epoch)
         for _ in range(50):
             s = [gen.uniform(0.2, 2.5) for _ in range(num)]
             c = agm.update(torch.tensor(s, dtype=torch.float64))
@@ -421,7 +421,7 @@ def test_window_boundaries(hold: bool) -> None:
     agm = make_agm(agm_modulation_starts=2, agm_modulation_ends=3, agm_hold_after_window=hold, agm_clip=0.0)
     applied: dict[int, list[float]] = {}
     for epoch in (1, 2, 3, 4):
-        agm.on_epoch_start(epoch)
+        agm.set_epoch(epoch)
         state = one_state(agm, epoch)
         extra = agm.before_backward(state)
         coef = agm.modulate(state)

@@ -226,7 +226,7 @@ def test_window_boundaries(ge_noise: bool) -> None:
     for epoch in (1, 2, 3, 4):
         for p, g in zip(params, original, strict=True):
             p.grad = g.clone()
-        method.on_epoch_start(epoch)
+        method.set_epoch(epoch)
         coef = method.modulate(state)
         unchanged = all(torch.equal(p.grad, g) for p, g in zip(params, original, strict=True))
         if epoch in (1, 4):

@@ -22,6 +22,7 @@ from cggm_core.trainer import Trainer, train
 TINY: dict[str, Any] = {
     "dataset": "synthetic",
     "method": "cggm",
+    "variant": "paper",  # the noisy paper B: val/loss stalls within a few epochs, so the plateau rule acts
     "train_size": 128,  # batch 32: 4 steps an epoch
     "val_size": 32,
     "test_size": 32,

@@ -15,6 +15,7 @@ generator (one `torch.randperm` draws the order in both), so the two paths give 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -84,6 +85,17 @@ class Split:
             None if self.groups is None else self.groups.to(device),
         )
 
+    def take(self, idx: torch.Tensor) -> Split:
+        """The samples at `idx` (int64 (n,), on the host), in that order."""
+        dev = self.y.device
+        i = idx.to(dev)
+        return Split(
+            {m: x[i] for m, x in self.xs.items()},
+            self.y[i],
+            {m: k[i] for m, k in self.masks.items()},
+            None if self.groups is None else self.groups[i],
+        )
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Shuffled mini-batches when a generator is given, in order otherwise; last one may be short.
 
@@ -139,6 +151,14 @@ class LoaderSplit:
         if callable(set_epoch):
             set_epoch(epoch)
 
+    def take(self, idx: torch.Tensor) -> LoaderSplit:
+        """The samples at `idx` (int64 (n,), on the host), in that order, read from the same source."""
+        rows = [int(i) for i in idx.tolist()]
+        groups = None if self.groups is None else self.groups[rows]
+        return LoaderSplit(
+            SourceSubset(self.source, rows), self.num_workers, self.pin_memory, groups, self.device, self.seed
+        )
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         from .loader import make_loader  # torch.utils.data: imported when a run reads files, not with the registry
 
@@ -147,6 +167,40 @@ class LoaderSplit:
         loader = make_loader(self.source, self.groups, batch_size, generator, self.num_workers, pin, self.seed)
         for batch in loader:
             yield batch.to(device, non_blocking=pin)
+
+
+@dataclass
+class SourceSubset:
+    """Some samples of a source, re-indexed from 0; `set_epoch` is passed on to the source."""
+
+    source: SampleSource
+    rows: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Mapping[str, Any], Any]:
+        return self.source[self.rows[i]]
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch = getattr(self.source, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+def holdout_split(
+    split: Split | LoaderSplit, fraction: float, seed: int
+) -> tuple[Split | LoaderSplit, Split | LoaderSplit]:
+    """(the rest, a held-out part): ⌈fraction·n⌉ samples drawn by a seeded permutation (at least one
+    sample stays on each side). Both keep the original order of their samples."""
+    n = len(split)
+    if n < 2:
+        raise ValueError(f"a held-out part needs a training split of at least 2 samples, this one has {n}")
+    k = min(max(1, math.ceil(fraction * n)), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = order[:k].sort().values
+    rest = order[k:].sort().values
+    return split.take(rest), split.take(held)
 
 
 @dataclass

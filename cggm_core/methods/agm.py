@@ -197,7 +197,7 @@ class AGM(Method):
         self.coef: torch.Tensor | None = None  # this step's c (logged as agm/c/<m>)
 
     # -- the window ------------------------------------------------------------------------------
-    def on_epoch_start(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property

@@ -176,7 +176,7 @@ class OGMGE(Method):
             self.generator = gen
         return self.generator
 
-    def on_epoch_start(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
