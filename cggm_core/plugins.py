@@ -121,7 +121,11 @@ def load_into(
     if entry_points is None:
         if os.environ.get(NO_PLUGINS_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
             return []
-        entry_points = metadata.entry_points(group=GROUPS[kind])
+        try:
+            entry_points = metadata.entry_points(group=GROUPS[kind])
+        except Exception as e:  # an installed package with unreadable metadata: no plugins, not a crash
+            log.warning("cggm: cannot read the installed %s plugins (%s: %s); none loaded", kind, type(e).__name__, e)
+            return []
     eps = sorted(entry_points, key=lambda ep: (ep.name, _package(ep)[0] or ""))
     claimants: dict[str, list[metadata.EntryPoint]] = {}
     for ep in eps:
@@ -266,6 +270,25 @@ def is_plugin(kind: Kind, name: str) -> bool:
 def origin(kind: Kind, name: str) -> PluginInfo | None:
     """The plugin that provides this dataset or model; None for a built-in (or an unknown name)."""
     return _LOADED.get((kind, name))
+
+
+def culprit(config: Any) -> str | None:
+    """The plugin a job config uses (its dataset's, else its model's), for an error that code of
+    the plugin raised; None when the config uses built-ins only."""
+    if not isinstance(config, dict):
+        return None
+    from .data import DATASETS
+
+    dataset = DATASETS.get(config.get("dataset"))  # type: ignore[arg-type]
+    names: dict[Kind, Any] = {
+        "dataset": config.get("dataset"),
+        "model": config.get("model") or (dataset.default_model if dataset is not None else None),
+    }
+    for kind, name in names.items():
+        info = _LOADED.get((kind, name))
+        if info is not None:
+            return f"{kind} plugin {info.name!r}" + (f" (package {info.package})" if info.package else "")
+    return None
 
 
 def loaded() -> list[PluginInfo]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
+from cggm_core import plugins
 from cggm_core.config import resolve
 from cggm_core.settings import SettingError
 
@@ -39,6 +40,11 @@ def create_run(body: RunCreate, db: DbDep, settings: SettingsDep) -> RunPublic:
             job = resolve(body.config, max_data_bytes=settings.max_job_data_bytes or None)
         except SettingError as e:
             raise Invalid(["body", "config"], str(e)) from None
+        except Exception as e:  # a plugin's own check raised: name it rather than answer 500
+            culprit = plugins.culprit(body.config)
+            if culprit is None:
+                raise
+            raise Invalid(["body", "config"], f"{culprit} failed on this config: {type(e).__name__}: {e}") from None
         config = json_safe(job.flat())
     with db.write() as session:
         run = run_store.create_run(

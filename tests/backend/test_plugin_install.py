@@ -123,6 +123,15 @@ class Mine(Dataset):
     help = "the name of a built-in"
     settings = []
 
+class ChecksBadly(Dataset):
+    name = "checks_badly"
+    help = "a bug in its own check"
+    settings = []
+
+    @classmethod
+    def check(cls, cfg):
+        return cfg["no_such_setting"]
+
 class TakesEpochs(Dataset):
     name = "takes_epochs"
     help = "a setting the trainer owns"
@@ -142,6 +151,7 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "needs_libfoo": "cggm_broken_plugin.bad:NeedsLibfoo",
                 "synthetic": "cggm_broken_plugin.names:Mine",
                 "takes_epochs": "cggm_broken_plugin.names:TakesEpochs",
+                "checks_badly": "cggm_broken_plugin.names:ChecksBadly",
             },
             "cggm_monitor.models": {"torchy": "cggm_broken_plugin.torchy:Torchy"},
         },
@@ -169,6 +179,14 @@ def test_broken_plugins_never_stop_the_backend(
         # A job of a skipped plugin is refused like any unknown dataset: a 422 naming what is allowed.
         r = api.post("/api/runs", json={"config": {"dataset": "needs_libfoo", "method": "cggm"}})
         assert r.status_code == 422 and "unknown dataset 'needs_libfoo'" in r.text
+        # A bug in a plugin's own code is a 422 naming the plugin, not a 500.
+        r = api.post("/api/runs", json={"config": {"dataset": "checks_badly", "method": "cggm"}})
+        assert r.status_code == 422, r.text
+        (error,) = r.json()["detail"]
+        assert error["loc"] == ["body", "config"]
+        assert error["msg"].endswith(
+            "dataset plugin 'checks_badly' (package cggm-broken-plugin) failed on this config: KeyError: 'no_such_setting'"
+        ), error
     server.stop()
     log = (tmp_path / f"server-{server.port}-1.log").read_text()
     lines = [ln for ln in log.splitlines() if re.search(r"\b(dataset|model) plugin ", ln)]

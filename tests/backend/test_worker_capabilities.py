@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -257,3 +258,28 @@ def test_a_422_about_something_else_is_not_taken_for_an_older_backend() -> None:
     with pytest.raises(httpx.HTTPStatusError):
         client.claim("w", caps([], []))
     assert not client.legacy_claims
+
+
+def test_workers_silent_for_a_week_are_forgotten(make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    import sqlite3
+
+    server = make_server()
+    with server.client() as api:
+        claim(api, "w-now")
+        week_ago = time.time() - 7 * 86_400 - 60
+        with sqlite3.connect(tmp_path / "cggm.db") as conn:
+            conn.execute(
+                "INSERT INTO workers (name, capabilities, first_seen_at, last_seen_at) VALUES (?, NULL, ?, ?)",
+                ("w-gone", week_ago, week_ago),
+            )
+            conn.execute(
+                "INSERT INTO workers (name, capabilities, first_seen_at, last_seen_at) VALUES (?, NULL, ?, ?)",
+                ("w-days", week_ago, time.time() - 6 * 86_400),
+            )
+        assert {w["name"] for w in api.get("/api/workers").json()["data"]} == {"w-now", "w-gone", "w-days"}
+    server.stop()
+    server.start()  # a new process prunes at its first claim (then at most once an hour)
+    with server.client() as api:
+        claim(api, "w-now")
+        listed = {w["name"]: w for w in api.get("/api/workers").json()["data"]}
+        assert set(listed) == {"w-now", "w-days"} and not listed["w-days"]["connected"]
