@@ -283,3 +283,28 @@ def test_workers_silent_for_a_week_are_forgotten(make_server: Callable[..., Serv
         claim(api, "w-now")
         listed = {w["name"]: w for w in api.get("/api/workers").json()["data"]}
         assert set(listed) == {"w-now", "w-days"} and not listed["w-days"]["connected"]
+
+
+def test_gpus_are_reported_with_their_name_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: torch.cuda's answers are replaced by those of a machine with two (a mock, said so)."""
+    import types
+
+    import torch
+
+    props = [types.SimpleNamespace(name="NVIDIA H200", total_memory=150_000_000_000)] * 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    report = capabilities("cuda:1")
+    parsed = WorkerCapabilities.model_validate(json.loads(json.dumps(report)))
+    assert [(d.name, d.kind, d.description, d.memory_bytes) for d in parsed.devices[1:]] == [
+        ("cuda:0", "cuda", "NVIDIA H200", 150_000_000_000),
+        ("cuda:1", "cuda", "NVIDIA H200", 150_000_000_000),
+    ]
+    assert parsed.device == "cuda:1"
+
+    def broken(i: int) -> Any:
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", broken)
+    assert [d["name"] for d in capabilities("cpu")["devices"]] == ["cpu"]  # a broken driver: the CPU, and a warning
