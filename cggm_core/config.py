@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from . import plugins
 from .data import DATASETS
 from .data.base import kinds_of
 from .methods import METHODS
 from .models import MODELS
+from .plugins import Kind
 from .presets import PRESETS, Preset
 from .settings import Setting, SettingError, SettingType
 from .tasks import SIGN_ZERO, TASKS
@@ -138,24 +140,89 @@ class JobConfig:
         }
 
 
+@dataclass(frozen=True)
+class _Owner:
+    """Who declares a setting: the trainer, or a dataset, method or model (built-in or plugin)."""
+
+    kind: str
+    name: str
+    setting: Setting
+    plugin: bool = False
+
+    def __str__(self) -> str:
+        return "the trainer" if self.kind == "trainer" else f"{self.kind} {'plugin ' * self.plugin}{self.name}"
+
+    def clashes_with(self, other: _Owner) -> bool:
+        if (other.kind, other.name) == (self.kind, self.name):
+            return False
+        # A job has one dataset: two datasets may share a name when it means the same type.
+        return not (self.kind == other.kind == "dataset" and self.setting.type == other.setting.type)
+
+
 def _check_unique() -> None:
     """Setting names are unique across every dataset, method and model and the trainer (at import).
 
     Datasets may share a name of the same type (`task`, `train_size` of two synthetic datasets):
     a job has one dataset, so the name still has one meaning in every job.
+
+    Built-ins first: a clash among them is a bug here (RuntimeError). Then the plugins
+    (cggm_core.plugins), which must never stop the process that loads them: a plugin declaring a
+    reserved name, or a name the trainer or a built-in has, is dropped from its registry with one
+    warning naming it and the owner (the built-in wins); two plugins that clash are both dropped
+    (which one would win depends on install order). Last, a plugin dataset whose default model is
+    not installed is dropped.
     """
-    owners: dict[str, tuple[str, Setting]] = {s.name: ("the trainer", s) for s in TRAINER_SETTINGS}
+    owners: dict[str, _Owner] = {s.name: _Owner("trainer", "", s) for s in TRAINER_SETTINGS}
+
+    def problem(me: _Owner, taken: Mapping[str, _Owner]) -> str | None:
+        if me.setting.name in TOP_LEVEL:
+            return f"{me} declares a setting named {me.setting.name!r}, which is reserved"
+        other = taken.get(me.setting.name)
+        if other is not None and me.clashes_with(other):
+            return f"setting {me.setting.name!r} is declared by {other} and by {me}"
+        return None
+
+    found: list[tuple[Kind, Any]] = []
     for kind, registry in (("dataset", DATASETS), ("method", METHODS), ("model", MODELS)):
         for item in registry.values():
+            if kind != "method" and plugins.is_plugin(kind, item.name):  # type: ignore[arg-type]
+                found.append((kind, item))  # type: ignore[arg-type]
+                continue
             for s in item.settings:
-                if s.name in TOP_LEVEL:
-                    raise RuntimeError(f"{kind} {item.name} declares a setting named {s.name!r}, which is reserved")
-                me = f"{kind} {item.name}"
-                other, first = owners.get(s.name, (me, s))
-                shared = kind == "dataset" and other.startswith("dataset ") and first.type == s.type
-                if other != me and not shared:
-                    raise RuntimeError(f"setting {s.name!r} is declared by {other} and by {me}")
-                owners.setdefault(s.name, (me, s))
+                me = _Owner(kind, item.name, s)
+                bad = problem(me, owners)
+                if bad:
+                    raise RuntimeError(bad)
+                owners.setdefault(s.name, me)
+    # The plugins: against the trainer and the built-ins (which win), then against each other.
+    survivors: list[tuple[Kind, Any]] = []
+    for kind, item in found:
+        bad = next((b for s in item.settings if (b := problem(_Owner(kind, item.name, s, True), owners))), None)
+        if bad:
+            plugins.drop(_registry(kind), kind, item.name, f"{bad}; the built-in wins: rename the plugin's setting")
+        else:
+            survivors.append((kind, item))
+    among: dict[str, _Owner] = {}
+    dropped: dict[tuple[Kind, str], str] = {}
+    for kind, item in survivors:
+        for s in item.settings:
+            me = _Owner(kind, item.name, s, True)
+            bad = problem(me, among)
+            if bad:
+                other = among[s.name]
+                for key in ((kind, item.name), (other.kind, other.name)):
+                    dropped.setdefault(key, bad)  # type: ignore[arg-type]
+            among.setdefault(s.name, me)
+    for (kind, name), bad in dropped.items():
+        plugins.drop(_registry(kind), kind, name, f"{bad}; both plugins are skipped: rename it in one of them")
+    for name, ds in list(DATASETS.items()):
+        if plugins.is_plugin("dataset", name) and ds.default_model not in MODELS:
+            reason = f"its default model {ds.default_model!r} is not installed; installed: {', '.join(MODELS)}"
+            plugins.drop(DATASETS, "dataset", name, reason)
+
+
+def _registry(kind: Kind) -> dict[str, Any]:
+    return DATASETS if kind == "dataset" else MODELS
 
 
 _check_unique()
@@ -311,6 +378,7 @@ def catalog() -> dict[str, Any]:
         "tasks": [t.describe() for t in TASKS.values()],
         "trainer": [s.to_json() for s in TRAINER_SETTINGS],
         "presets": [p.describe() for p in PRESETS.values()],
+        "plugins": plugins.catalog_section(),
     }
 
 
@@ -336,4 +404,5 @@ def format_catalog() -> str:
     lines.append("presets (--preset NAME; explicit settings win):")
     for p in PRESETS.values():
         lines.append(f"  {p.name}: for {', '.join(p.datasets)}: {p.help}")
+    lines.extend(plugins.format_section())
     return "\n".join(lines)

@@ -5,7 +5,8 @@
     MODELS["cnn"]          images: a small ResNet per modality, concatenation, MLP head
     MODELS["segnet"]       images, segmentation: ResNet encoders, a shared decoder, aux decoders
 
-Adding a model is one spec class in `registry.py` (or a plugin) plus its implementation module.
+Adding a model is one spec class in `registry.py` plus its implementation module, or a plugin
+(an entry point in the group `cggm_monitor.models`: cggm_core/plugins.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .. import plugins
 from .registry import CNN, MLP, ModelSpec, SegNet, Transformer
 
 MODELS: dict[str, type[ModelSpec]] = {m.name: m for m in (MLP, Transformer, CNN, SegNet)}
+# Users' models from the entry-point group `cggm_monitor.models` (cggm_core/plugins.py); built-ins win a clash.
+plugins.load_into(MODELS, "model", ModelSpec)
 
 _EXPORTS = {
     "AuxHeads": "base",

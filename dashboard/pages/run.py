@@ -53,6 +53,7 @@ def layout(run_id: str | None = None, **_query: Any) -> html.Div:
                 className="row",
             ),
             html.Div("", id="run-error", className="error"),
+            html.Div("", id="run-waiting", className="waiting"),  # why a queued run waits (no worker can run it)
             view_controls("run"),
             html.Ul(id="run-dominance-now"),
             panel("run-dominance"),
@@ -132,6 +133,7 @@ OUTPUTS = [
     Output("run-error", "children"),
     Output("run-log", "children"),
     Output("run-stop", "disabled"),
+    Output("run-waiting", "children"),
 ]
 
 
@@ -224,6 +226,7 @@ def _update(run_id: int, smoothing: float, x_mode: str, log_y: list[str], state:
         run.get("error") or "",
         "\n".join(state.get("log", [])),
         run["status"] not in ("queued", "running"),  # nothing left to stop
+        run.get("waiting_reason") or "",  # absent from older backends
     )
 
 

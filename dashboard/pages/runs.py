@@ -19,6 +19,7 @@ COLUMNS = [
     ("id", "id"),
     ("name", "name"),
     ("status", "status"),
+    ("waiting", "waiting for"),
     ("dataset", "dataset"),
     ("method", "method"),
     ("settings", "key settings"),
