@@ -41,7 +41,7 @@ _WRITE_OPTION = "cggm_write"
 class DatabaseUnusable(SettingError):
     """The configured database cannot be served: the message is one line naming it and the fix.
 
-    A SettingError, because the fix is a setting (`--db`, CGGM_DB_URL, CGGM_DATA_DIR) or the
+    A SettingError, because the fix is a setting (`--db`, CGGM_DB_URL, CGGM_DB_DIR) or the
     thing it points at; `cggm serve` prints it as one line and exits non-zero.
     """
 

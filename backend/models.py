@@ -1,4 +1,4 @@
-"""Tables (DESIGN §7): runs, metrics (history), latest (last value per run and key), events.
+"""Tables (DESIGN §7): runs, metrics (history), latest (last value per run and key), events, workers.
 
 Times are Unix seconds (float) everywhere, like the `time` of a metric point. NaN cannot be stored
 portably (SQLite turns a NaN REAL into NULL), so a metric value of NULL means NaN; ±Inf are stored
@@ -32,6 +32,8 @@ class Run(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     dataset: Mapped[str | None] = mapped_column(String(100), index=True)
     method: Mapped[str | None] = mapped_column(String(100), index=True)
+    # The job's model (its config's `model`): with `dataset`, what a worker must have to claim it.
+    model: Mapped[str | None] = mapped_column(String(100))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
@@ -95,3 +97,19 @@ class Event(Base):
     time: Mapped[float] = mapped_column(Float)
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
+
+
+class Worker(Base):
+    """A worker the backend has heard from: what it says it can run, and when it was last seen.
+
+    Seen = a claim (every poll while idle) or a heartbeat of a run it trains. `capabilities` is
+    what the worker sent with its claims (datasets, models, devices, plugins, versions); NULL for
+    a worker of an older version that sends none, which is taken to run the built-ins.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    first_seen_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float, index=True)

@@ -1,7 +1,11 @@
 """The backend's one settings object: every knob with a type, a default, bounds and one line of help.
 
 Read from the environment with the prefix `CGGM_` (e.g. `CGGM_DB_URL`, `CGGM_TOKEN`,
-`CGGM_DATA_DIR`, `CGGM_HEARTBEAT_TIMEOUT_S`), or passed explicitly to `create_app`.
+`CGGM_DB_DIR`, `CGGM_HEARTBEAT_TIMEOUT_S`), or passed explicitly to `create_app`.
+
+`CGGM_DATA_DIR` is not the backend's: it is a worker's data root (the user's data sets,
+cggm_core.data.files.root). The backend's folder for its SQLite file is `CGGM_DB_DIR`, so that
+setting a worker's data root on a machine that also runs the backend never moves the database.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ def default_job_data_bytes() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CGGM_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("data"), description="folder for the default SQLite file; created on first run")
+    db_dir: Path = Field(default=Path("data"), description="folder for the default SQLite file; created on first run")
     db_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL (sqlite:///path.db or postgresql+psycopg://...); default <data_dir>/cggm.db",
+        description="SQLAlchemy URL (sqlite:///path.db or postgresql+psycopg://...); default <db_dir>/cggm.db",
     )
     token: str | None = Field(default=None, description="bearer token required on every write; None = no auth")
     token_reads: bool = Field(default=False, description="require the token on reads too (backend/read_auth.py)")
@@ -62,7 +66,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.db_url:
             return self.db_url
-        return f"sqlite:///{(self.data_dir / 'cggm.db').resolve()}"
+        return f"sqlite:///{(self.db_dir / 'cggm.db').resolve()}"
 
     @property
     def max_body_bytes(self) -> int:

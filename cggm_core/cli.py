@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cli_stack import STACK_COMMANDS, add_stack_parsers, run_stack_command
+from .data.files import DataFormatError, DataPathError
+from .presets import PRESETS
 from .settings import SettingError
 
 if TYPE_CHECKING:
@@ -39,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one job locally", description="Train one job locally.")
     t.add_argument("--dataset", help="dataset name (see --list)")
     t.add_argument("--method", help="method name (see --list)")
+    t.add_argument(
+        "--preset",
+        help=f"the official recipe of a paper data set ({', '.join(PRESETS)}; see --list); "
+        "--set and the flags below override it",
+    )
     t.add_argument(
         "--set",
         dest="sets",
@@ -128,6 +135,8 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
         raw["dataset"] = args.dataset
     if args.method:
         raw["method"] = args.method
+    if args.preset:
+        raw["preset"] = args.preset
     raw.update(parse_sets(args.sets))
     for flag, key in (("epochs", "epochs"), ("seed", "seed"), ("log_every", "log_every")):
         value = getattr(args, flag)
@@ -164,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(1)  # measured: 2 threads are no faster on small models and collapse under load
     if out is None:
-        out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer['seed']}"
+        out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer.seed}"
     remote = open_remote_run(args, job)
     with remote if remote is not None else contextlib.nullcontext():
         trainer = Trainer(
@@ -244,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ArgError, SettingError) as e:
         print(f"cggm: error: {e}", file=sys.stderr)
         return 2
+    except (DataFormatError, DataPathError) as e:  # the user's data files: one line naming the file
+        print(f"cggm: error: {e}", file=sys.stderr)
+        return 1
     return 2
 
 

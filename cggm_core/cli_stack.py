@@ -77,14 +77,16 @@ def add_stack_parsers(sub: Any) -> None:
         default=3,
         help="restarts of one process allowed within 60 s before everything stops (default 3; 0 = never restart)",
     )
-    u.add_argument("--log-dir", help="each process's output, one file per process (default <data-dir>/logs)")
+    u.add_argument("--log-dir", help="each process's output, one file per process (default <db-dir>/logs)")
 
 
 def _add_server_args(p: argparse.ArgumentParser, port_flags: tuple[str, ...] = ("--port",)) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1)")
     p.add_argument(*port_flags, dest="port", type=int, default=DEFAULT_PORT, help="API port to bind")
-    p.add_argument("--db", help="database URL (default sqlite file <data-dir>/cggm.db; or postgresql+psycopg://...)")
-    p.add_argument("--data-dir", help="folder of the default SQLite file (default ./data or $CGGM_DATA_DIR)")
+    p.add_argument("--db", help="database URL (default sqlite file <db-dir>/cggm.db; or postgresql+psycopg://...)")
+    p.add_argument("--db-dir", help="folder of the default SQLite file (default ./data or $CGGM_DB_DIR)")
+    # The old name, before $CGGM_DATA_DIR became the workers' data root (the user's data sets).
+    p.add_argument("--data-dir", dest="db_dir", help=argparse.SUPPRESS)
     p.add_argument(
         "--token", default=os.environ.get("CGGM_TOKEN"), help="bearer token required on writes ($CGGM_TOKEN)"
     )
@@ -156,8 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.db:
         overrides["db_url"] = args.db
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
+    if args.db_dir:
+        overrides["db_dir"] = Path(args.db_dir)
     if args.token:
         overrides["token"] = args.token
     if args.token_reads:
@@ -226,7 +228,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     serve_cmd += ["--access-log", args.access_log]
     for flag, value in (
         ("--db", args.db),
-        ("--data-dir", args.data_dir),
+        ("--db-dir", args.db_dir),
         ("--heartbeat-timeout-s", args.heartbeat_timeout_s),
     ):
         if value is not None:
@@ -235,9 +237,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # children's lines reach the console as they are printed
     if args.token:
         env["CGGM_TOKEN"] = args.token
-    data_dir = Path(args.data_dir or os.environ.get("CGGM_DATA_DIR") or "data")
+    db_dir = Path(args.db_dir or os.environ.get("CGGM_DB_DIR") or "data")
     supervisor = Supervisor(
-        Path(args.log_dir) if args.log_dir else data_dir / "logs",
+        Path(args.log_dir) if args.log_dir else db_dir / "logs",
         env,
         RestartPolicy(max_restarts=args.max_restarts),
         say=lambda message: print(f"cggm: {message}", file=sys.stderr, flush=True),

@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from .data.base import Split
+from .data.base import DataSplit
 from .models import AuxHeads, MultimodalNet
 from .tasks import Task
+
+# (feats, keep=, masks=) -> the fused prediction: `MultimodalNet.fuse` or a method's `predict`.
+Fuse = Callable[..., torch.Tensor]
 
 
 def grad_norm(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
@@ -79,32 +82,35 @@ def evaluate(
     model: MultimodalNet,
     aux: AuxHeads,
     task: Task,
-    split: Split,
+    split: DataSplit,
     batch_size: int = 1024,
     keep: Sequence[str] | None = None,
     with_aux: bool = True,
+    fuse: Fuse | None = None,
 ) -> dict[str, float]:
-    """Fused loss/metric (and each aux head's metric) on a split, batch-weighted."""
+    """The fused model on a split: its loss (batch-weighted) and the task's evaluation metrics
+    (`task.evaluator()`: ε over the split under `task.metric_name`, and the task's own metrics);
+    with `with_aux`, each aux head's ε over the split as `<metric_name>/<m>`. `fuse` is the
+    method's fused prediction (`Method.predict`), the model's own fusion by default."""
+    fuse = fuse or model.fuse
     model.eval()
     aux.eval()
     n = len(split)
     loss_sum = 0.0
-    metric_sum = 0.0
-    aux_sum = {m: 0.0 for m in model.modalities}
-    for xs, y in split.batches(batch_size):
-        feats = model.encode(xs)
-        pred = model.fuse(feats, keep=keep)
-        b = len(y)
-        loss_sum += float(task.loss(pred, y)) * b
-        metric_sum += float(task.metric(pred, y)) * b
+    fused = task.evaluator()
+    per_head = {m: task.evaluator() for m in model.modalities} if with_aux else {}
+    for batch in split.batches(batch_size):
+        feats = model.encode(batch.xs, batch.masks)
+        pred = fuse(feats, keep=keep, masks=batch.masks)
+        loss_sum += float(task.loss(pred, batch.y)) * len(batch)
+        fused.update(pred, batch.y, batch.groups)
         if with_aux:
-            for m, z in aux(feats).items():
-                aux_sum[m] += float(task.metric(z, y)) * b
+            for m, z in aux(feats, batch.masks).items():
+                per_head[m].update(z, batch.y, batch.groups)
     model.train()
     aux.train()
-    out = {"loss": loss_sum / n, task.metric_name: metric_sum / n}
-    if with_aux:
-        out.update({f"{task.metric_name}/{m}": s / n for m, s in aux_sum.items()})
+    out = {"loss": loss_sum / n, **fused.compute()}
+    out.update({f"{task.metric_name}/{m}": ev.compute()[task.metric_name] for m, ev in per_head.items()})
     return out
 
 
@@ -112,9 +118,10 @@ def contributions(
     model: MultimodalNet,
     aux: AuxHeads,
     task: Task,
-    split: Split,
+    split: DataSplit,
     max_modalities: int,
     active: Sequence[str] | None = None,
+    fuse: Fuse | None = None,
 ) -> dict[str, float]:
     """Shapley value of each modality for the fused metric; {} if there are too many modalities.
 
@@ -129,42 +136,86 @@ def contributions(
         return {}
 
     def value(subset: frozenset[str]) -> float:
-        return evaluate(model, aux, task, split, keep=sorted(subset), with_aux=False)[task.metric_name]
+        return evaluate(model, aux, task, split, keep=sorted(subset), with_aux=False, fuse=fuse)[task.metric_name]
 
     values = shapley_values(value, players)
     return {m: values.get(m, 0.0) for m in model.modalities}
 
 
 @torch.no_grad()
-def _features(model: MultimodalNet, m: str, split: Split, batch_size: int = 1024) -> torch.Tensor:
+def _features(
+    model: MultimodalNet,
+    m: str,
+    split: DataSplit,
+    max_samples: int | None = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder m's frozen features (`model.probe_features`) and the targets: every sample in order,
+    or a seeded subset of `max_samples` when the split is larger."""
     model.eval()
-    parts = [model.encoders[m](xs[m]).reshape(len(y), -1) for xs, y in split.batches(batch_size)]
+    subset = max_samples is not None and len(split) > max_samples
+    gen = torch.Generator().manual_seed(seed) if subset else None
+    feats: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    taken = 0
+    for batch in split.batches(batch_size, generator=gen):
+        h = model.encode_one(m, batch.xs[m], batch.masks.get(m))
+        feats.append(model.probe_features(m, h, batch.masks.get(m)))
+        ys.append(batch.y)
+        taken += len(batch)
+        if max_samples is not None and taken >= max_samples:
+            break
     model.train()
-    return torch.cat(parts)
+    f, y = torch.cat(feats), torch.cat(ys)
+    return (f[:max_samples], y[:max_samples]) if max_samples is not None else (f, y)
+
+
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z-score with the *training* features' statistics, per feature (vectors) or per channel (maps)."""
+    dims = 0 if train.ndim == 2 else tuple(d for d in range(train.ndim) if d != 1)
+    mean = train.mean(dim=dims, keepdim=True)
+    std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
 
 
 def linear_probe(
-    model: MultimodalNet, task: Task, train: Split, test: Split, steps: int = 300, seed: int = 0
+    model: MultimodalNet,
+    task: Task,
+    train: DataSplit,
+    test: DataSplit,
+    steps: int = 300,
+    seed: int = 0,
+    max_samples: int | None = None,
 ) -> dict[str, float]:
-    """Linear classifier (or regressor) on each frozen encoder's features: train on train, score on test."""
+    """A linear head (`task.probe_head`: a linear layer, or a 1×1 convolution on feature maps) on
+    each frozen encoder's features, trained full-batch on train and scored by ε on test."""
     out: dict[str, float] = {}
     for m in model.modalities:
-        f_train = _features(model, m, train)
-        f_test = _features(model, m, test)
-        mean, std = f_train.mean(0, keepdim=True), f_train.std(0, keepdim=True).clamp_min(1e-6)
-        f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
+        f_train, y_train = _features(model, m, train, max_samples, seed)
+        f_test, y_test = _features(model, m, test)
+        f_train, f_test = _standardise(f_train, f_test)
         gen = torch.Generator().manual_seed(seed)
         with torch.enable_grad():
-            lin = torch.nn.Linear(f_train.shape[1], task.num_outputs).to(f_train.device)
+            head = task.probe_head(f_train, y_train).to(f_train.device)
+            weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
             with torch.no_grad():
-                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen).to(f_train.device) * 0.01)
-                lin.bias.zero_()
-            opt = torch.optim.Adam(lin.parameters(), lr=0.05)
-            for _ in range(steps):  # full-batch: the features are small and fixed
+                for name, p in head.named_parameters():
+                    if name.endswith("weight"):
+                        p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * 0.01)
+                    else:
+                        p.zero_()
+            opt = torch.optim.Adam(head.parameters(), lr=0.05)
+            for _ in range(steps):  # full-batch: the features are fixed
                 opt.zero_grad(set_to_none=True)
-                loss = task.loss(lin(f_train), train.y) + 1e-4 * lin.weight.pow(2).sum()
+                loss = task.loss(head(f_train), y_train) + 1e-4 * sum(w.pow(2).sum() for w in weights)
                 loss.backward()
                 opt.step()
         with torch.no_grad():
-            out[m] = float(task.metric(lin(f_test), test.y))
+            # ε is a per-sample mean, so the batch-weighted mean over chunks is the test set's ε.
+            total = 0.0
+            for i in range(0, len(y_test), 1024):
+                chunk = slice(i, i + 1024)
+                total += float(task.metric(head(f_test[chunk]), y_test[chunk])) * len(y_test[chunk])
+            out[m] = total / len(y_test)
     return out

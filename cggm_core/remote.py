@@ -55,6 +55,7 @@ class BackendClient:
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.server, timeout=timeout_s, headers=headers)
+        self.legacy_claims = False  # the backend does not take capabilities in claims (an older version)
 
     def create_run(
         self, config: dict[str, Any], *, name: str | None = None, tags: list[str] | None = None
@@ -70,8 +71,23 @@ class BackendClient:
         run: dict[str, Any] = r.json()
         return run
 
-    def claim(self, worker: str) -> dict[str, Any] | None:
-        r = self.http.post("/api/workers/claim", json={"worker": worker})
+    def claim(self, worker: str, capabilities: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The oldest queued run this worker can run (None: none). With `capabilities` (what it can
+        run: cggm_core.worker.capabilities) the backend hands it only runs whose dataset and model it
+        has. A backend of an older version refuses the field (422): the claim is then sent without
+        it, from then on, as that backend expects, with one warning."""
+        body: dict[str, Any] = {"worker": worker}
+        if capabilities is not None and not self.legacy_claims:
+            body["capabilities"] = capabilities
+        r = self.http.post("/api/workers/claim", json=body)
+        if r.status_code == 422 and "capabilities" in body and _refuses_field(r, "capabilities"):
+            self.legacy_claims = True
+            log.warning(
+                "the backend at %s is of an older version that does not take worker capabilities: claiming without "
+                "them, so it may hand this worker jobs whose dataset or model it does not have",
+                self.server,
+            )
+            return self.claim(worker)
         if r.status_code == 204:
             return None
         r.raise_for_status()
@@ -119,6 +135,17 @@ class BackendClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _refuses_field(r: httpx.Response, field: str) -> bool:
+    """A 422 whose errors name the body field `field` (FastAPI's `loc`: ["body", field, ...])."""
+    try:
+        detail = r.json().get("detail")
+    except ValueError:
+        return False
+    return isinstance(detail, list) and any(
+        isinstance(d, dict) and list(d.get("loc") or [])[:2] == ["body", field] for d in detail
+    )
 
 
 class HeartbeatThread(threading.Thread):

@@ -2,26 +2,36 @@
 
     stepper = Stepper(net, classification(10), method="cggm", settings={"rho": 1.3}, lr=1e-3)
     for xs, y in loader:
-        stepper.step(xs, y)
+        stepper.step(xs, y)            # or stepper.step(xs, y, masks) for padded sequences
 
-`Stepper` owns the auxiliary heads (built lazily from the first batch's feature shapes), the
-model and aux optimizers, the method, gradient clipping and probe logging. Diagnostics and device
-syncs happen only on logging steps (`step % log_every == 0`).
+`Stepper` owns the auxiliary heads (the model's own, built before the first step when the model
+knows its feature shapes, else from the first batch's features), the model and aux optimizers
+(the aux heads' of the model's kind by default, as the official code; lr · `aux_lr_ratio`, their
+own weight decay), the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
+logging steps (`step % log_every == 0`). Settings left out default to the trainer's
+(`TrainerConfig`); `Stepper.from_job` takes a resolved job as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import probe
+from .batch import Batch
+from .config import TrainerConfig
 from .methods import METHODS, resolve_method_settings
 from .methods.base import Method, StepState
 from .models import AuxHeads, MultimodalNet
 from .tasks import Task
 from .tracking import Sink, log_dict
+
+if TYPE_CHECKING:
+    from .config import JobConfig
+
+_DEFAULTS = TrainerConfig()
 
 
 class Stepper:
@@ -33,29 +43,57 @@ class Stepper:
         settings: Mapping[str, Any] | None = None,
         *,
         optimizer: torch.optim.Optimizer | None = None,
-        lr: float = 1e-3,
-        aux_lr_ratio: float = 0.5,
-        clip: float = 0.8,
-        log_every: int = 1,
+        lr: float | None = None,
+        aux_lr_ratio: float | None = None,
+        clip: float | None = None,
+        log_every: int | None = None,
         sink: Sink | None = None,
         aux: AuxHeads | None = None,
-        optimizer_name: str = "adam",
-        weight_decay: float = 0.0,
+        optimizer_name: str | None = None,
+        weight_decay: float | None = None,
+        momentum: float | None = None,
+        aux_optimizer_name: str | None = None,
+        aux_weight_decay: float | None = None,
+        resolved: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
         self.model = model
         self.task = task
         self.method_name = method
-        self.method_cfg = resolve_method_settings(method, settings or {}, model.modalities)
-        self.lr = lr
-        self.aux_lr = lr * aux_lr_ratio
-        self.clip = clip
-        self.log_every = log_every
-        self.sink = sink
-        self.optimizer = (
-            optimizer if optimizer is not None else make_optimizer(optimizer_name, model.parameters(), lr, weight_decay)
+        # A job's method settings were resolved (parsed, checked) once already; a user's are partial.
+        self.method_cfg = (
+            dict(settings or {}) if resolved else resolve_method_settings(method, settings or {}, model.modalities)
         )
+        self.lr = _DEFAULTS.lr if lr is None else lr
+        self.aux_lr = self.lr * (_DEFAULTS.aux_lr_ratio if aux_lr_ratio is None else aux_lr_ratio)
+        self.clip = _DEFAULTS.clip if clip is None else clip
+        self.log_every = _DEFAULTS.log_every if log_every is None else log_every
+        self.sink = sink
+        self.momentum = _DEFAULTS.momentum if momentum is None else momentum
+        kind = optimizer_name or _DEFAULTS.optimizer
+        METHODS[method].check_task(task.name, self.method_cfg)
+        lr_groups = METHODS[method].lr_groups(self.method_cfg, model)
+        if optimizer is not None and lr_groups:
+            raise ValueError(
+                f"method {method!r} gives parts of the model their own learning rate through the optimizer's "
+                "parameter groups; let the Stepper build the optimizer (optimizer_name=, lr=, weight_decay=)"
+            )
+        self.optimizer = (
+            optimizer
+            if optimizer is not None
+            else make_optimizer(
+                kind,
+                param_groups(model, lr_groups, self.lr),
+                self.lr,
+                _DEFAULTS.weight_decay if weight_decay is None else weight_decay,
+                self.momentum,
+            )
+        )
+        # The official code builds the aux heads' optimizer of the model's kind (getattr(optim, optim)).
+        aux_kind = aux_optimizer_name or _DEFAULTS.aux_optimizer
+        self.aux_optimizer_name = kind if aux_kind == "same" else aux_kind
+        self.aux_weight_decay = _DEFAULTS.aux_weight_decay if aux_weight_decay is None else aux_weight_decay
         self.aux: AuxHeads | None = None
         self.aux_optimizer: torch.optim.Optimizer | None = None
         self.method: Method | None = None
@@ -64,54 +102,83 @@ class Stepper:
         if aux is not None:
             self.attach_aux(aux)
 
+    @classmethod
+    def from_job(cls, model: MultimodalNet, task: Task, job: JobConfig, sink: Sink | None = None) -> Stepper:
+        """The Stepper of a resolved job: its method settings and trainer settings as they are."""
+        t = job.trainer
+        return cls(
+            model,
+            task,
+            job.method,
+            job.method_settings,
+            lr=t.lr,
+            aux_lr_ratio=t.aux_lr_ratio,
+            clip=t.clip,
+            log_every=t.log_every,
+            sink=sink,
+            optimizer_name=t.optimizer,
+            weight_decay=t.weight_decay,
+            momentum=t.momentum,
+            aux_optimizer_name=t.aux_optimizer,
+            aux_weight_decay=t.aux_weight_decay,
+            resolved=True,
+        )
+
     # -- set-up --------------------------------------------------------------------------------
     def attach_aux(self, aux: AuxHeads) -> None:
         """Use these aux heads (with their own optimizer) and build the method around them."""
         self.aux = aux
-        self.aux_optimizer = make_optimizer("adam", aux.parameters(), self.aux_lr, 0.0)
+        self.aux_optimizer = make_optimizer(
+            self.aux_optimizer_name, aux.parameters(), self.aux_lr, self.aux_weight_decay, self.momentum
+        )
         self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
 
-    def build_aux(self, feats: Mapping[str, torch.Tensor]) -> AuxHeads:
-        last = self.model.head_last_layer()
-        dims = {m: int(f.reshape(f.shape[0], -1).shape[1]) for m, f in feats.items()}
-        device = next(iter(feats.values())).device
-        return AuxHeads(dims, last.in_features, last.out_features).to(device)
-
     # -- the step ------------------------------------------------------------------------------
-    def step(self, xs: Mapping[str, torch.Tensor], y: torch.Tensor) -> dict[str, float]:
+    def step(
+        self, xs: Mapping[str, torch.Tensor], y: torch.Tensor, masks: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, float]:
         """One optimisation step; returns the logged values on logging steps, {} otherwise."""
         self.global_step += 1
         step = self.global_step
         log = self.log_every > 0 and step % self.log_every == 0
         model, task = self.model, self.task
+        masks = dict(masks or {})
         model.train()
-        feats = model.encode(xs)  # h_m: (B, D_m)
+        feats = model.encode(xs, masks)  # h_m: (B, D_m), (B, T, D) or (B, C, h, w)
         if self.aux is None:
-            self.attach_aux(self.build_aux(feats))
+            self.attach_aux(model.make_aux(feats))
         assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
         method = self.method
-        pred = model.fuse(feats, keep=method.active_modalities)
+        pred = method.predict(feats, masks=masks)
         task_loss = task.loss(pred, y)
-        aux_logits = self.aux(feats)  # heads read sg(h_m)
+        aux_logits = self.aux(feats, masks)  # heads read sg(h_m)
         aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
         eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
-        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps)
+        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks)
 
         extra = method.before_backward(state)
         if log and not state.cos:
             state.cos = probe.gradient_cosines(model, self.aux, task_loss, aux_losses)
         loss = task_loss if extra is None else task_loss + extra
 
-        self.optimizer.zero_grad(set_to_none=True)
         self.aux_optimizer.zero_grad(set_to_none=True)
-        # One backward: aux losses reach only the aux heads because their input is detached.
-        (loss + torch.stack(list(aux_losses.values())).sum()).backward()
-        norms = {m: probe.grad_norm(model.encoder_params(m)) for m in model.modalities} if log else {}
-        coef = method.modulate(state)
-        norms_mod = {m: probe.grad_norm(model.encoder_params(m)) for m in model.modalities} if log else {}
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
-        self.optimizer.step()
+        aux_total = torch.stack(list(aux_losses.values())).sum()
+        norms: dict[str, torch.Tensor] = {}
+        norms_mod: dict[str, torch.Tensor] = {}
+        coef: dict[str, torch.Tensor | float] = {}
+        # Most methods make one pass; the next pass is built after this one's optimizer step.
+        for i, p in enumerate(method.passes(state, loss)):
+            self.optimizer.zero_grad(set_to_none=True)
+            # The aux losses ride on the first backward; they reach only the aux heads (detached input).
+            (p.loss + aux_total if i == 0 else p.loss).backward()
+            if log:
+                norms.update({m: probe.grad_norm(model.encoder_params(m)) for m in p.modalities})
+            coef.update(method.modulate(state))
+            if log:
+                norms_mod.update({m: probe.grad_norm(model.encoder_params(m)) for m in p.modalities})
+            if self.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
+            self.optimizer.step()
         self.aux_optimizer.step()
         if not log:
             return {}
@@ -120,6 +187,9 @@ class Stepper:
         if self.sink is not None:
             log_dict(self.sink, values, step)
         return values
+
+    def step_batch(self, batch: Batch) -> dict[str, float]:
+        return self.step(batch.xs, batch.y, batch.masks)
 
     def _collect(
         self,
@@ -134,6 +204,7 @@ class Stepper:
             "train/loss": state.task_loss.detach(),
             f"train/{task.metric_name}": task.metric(state.pred.detach(), state.y),
             "loss/total": loss.detach(),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),  # the model's, as its schedule set it
         }
         for m in self.model.modalities:
             tensors[f"acc/{m}"] = state.eps[m]
@@ -191,14 +262,34 @@ class Stepper:
         self.global_step = int(state["global_step"])
 
 
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def param_groups(
+    model: torch.nn.Module, groups: list[tuple[list[torch.nn.Parameter], float]], lr: float
+) -> list[dict[str, Any]] | Any:
+    """The model's parameters, or optimizer groups when a method gives some parts an lr multiplier:
+    the rest first (group 0 keeps the base lr), then each part at lr × multiplier. Each group
+    records its multiplier as `lr_scale`, so that a schedule setting the lr can keep the ratio."""
+    if not groups:
+        return model.parameters()
+    taken = {id(p) for params, _ in groups for p in params}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    out: list[dict[str, Any]] = [{"params": rest, "lr": lr, "lr_scale": 1.0}] if rest else []
+    out += [{"params": params, "lr": lr * scale, "lr_scale": scale} for params, scale in groups if params]
+    return out
+
+
+def make_optimizer(
+    name: str, params: Any, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (with `momentum`; the official BraTS: 0.9) over `params`: parameters, or
+    optimizer group dicts (each with its own "params" and "lr")."""
     params = list(params)
+    flat = [q for g in params for q in g["params"]] if params and isinstance(params[0], dict) else params
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         # Fused Adam: one kernel for all parameters. Measured 3.5x faster than the default
         # per-tensor loop on the CPU (bench/step_time.py), where Adam was half of a training step.
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in flat)
         return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd")

@@ -1,7 +1,7 @@
 """Trainer: setup → fit → validate, seeded and deterministic on CPU, checkpoint per epoch, resume.
 
 Outputs in `out_dir` (when given): config.json, metrics.jsonl, summary.json and checkpoint.pt
-(model, aux heads, optimizers, method state, RNG state, the job config), rewritten atomically
+(model, aux heads, optimizers, lr schedule, method state, RNG state, the job config), rewritten atomically
 after every epoch. Resuming from checkpoint.pt continues at the next epoch and appends to
 metrics.jsonl; a resumed run reproduces the uninterrupted one on CPU.
 """
@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,12 @@ from tqdm import tqdm
 from . import probe
 from .config import JobConfig, resolve
 from .data import DATASETS, MultimodalData
+from .data.base import DataSplit, LoaderSplit, Split, holdout_split
 from .methods import METHODS
-from .models import build_mlp_net
-from .step import Stepper
+from .methods.base import EpochContext
+from .models import MODELS
+from .schedules import Schedule, make_schedule
+from .step import Stepper, make_optimizer
 from .tracking import JsonlSink, MultiSink, Sink, json_safe, log_dict
 
 
@@ -91,15 +94,30 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, resume: str | Path | None = None, append: bool = False) -> None:
         t = self.job.trainer
-        torch.manual_seed(t["seed"])
-        self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t["data_seed"])
-        self.data.task = replace(self.data.task, sign_zero=t["sign_zero"])
-        METHODS[self.job.method].check(self.job.method_settings, self.data.modalities)
+        torch.manual_seed(t.seed)
+        self.data: MultimodalData = DATASETS[self.job.dataset].load(self.job.data, t.data_seed)
+        self.data.task = self.data.task.with_settings(t)
+        method_cls = METHODS[self.job.method]
+        method_cls.check(self.job.method_settings, self.data.modalities)
+        for split in (self.data.train, self.data.val, self.data.test):
+            if isinstance(split, LoaderSplit):  # file-backed: the trainer's DataLoader settings
+                split.num_workers, split.pin_memory, split.seed = t.num_workers, t.pin_memory, t.seed
+        # A method's held-out part of train (G-Blending) is never trained on; seeded by the data seed.
+        self.heldout_split: DataSplit | None = None
+        holdout = method_cls.holdout_fraction(self.job.method_settings)
+        if holdout > 0:
+            if not isinstance(self.data.train, (Split, LoaderSplit)):
+                raise ValueError(
+                    f"method {self.job.method!r} holds out part of the training split, but dataset "
+                    f"{self.job.dataset!r} gives a {type(self.data.train).__name__}, which cannot be subset"
+                )
+            self.data.train, heldout = holdout_split(self.data.train, holdout, t.data_seed)
+            self.heldout_split = heldout.to(self.device)
         self.train_split = self.data.train.to(self.device)
         self.val_split = self.data.val.to(self.device)
         self.test_split = self.data.test.to(self.device)
         task = self.data.task
-        self.model = build_mlp_net(self.data.in_dims, t["hidden"], t["feat_dim"], t["head_hidden"], task.num_outputs)
+        self.model = MODELS[self.job.model].build(self.job.model_settings, self.data)
         self.model.to(self.device)
         sinks: list[Sink] = []
         if self.out_dir is not None:
@@ -109,25 +127,15 @@ class Trainer:
         if self.extra_sink is not None:
             sinks.append(self.extra_sink)
         self.sink = CountingSink(MultiSink(*sinks))
-        self.stepper = Stepper(
-            self.model,
-            task,
-            self.job.method,
-            self.job.method_settings,
-            lr=t["lr"],
-            aux_lr_ratio=t["aux_lr_ratio"],
-            clip=t["clip"],
-            log_every=t["log_every"],
-            sink=self.sink,
-            optimizer_name=t["optimizer"],
-            weight_decay=t["weight_decay"],
-        )
-        feats_dims = {m: t["feat_dim"] for m in self.data.modalities}
-        torch.manual_seed(t["seed"] + 1)  # aux heads drawn from their own stream, the same in every run
-        aux = self.stepper.build_aux({m: torch.zeros(1, d, device=self.device) for m, d in feats_dims.items()})
+        self.stepper = Stepper.from_job(self.model, task, self.job, sink=self.sink)
+        self.steps_per_epoch = math.ceil(len(self.train_split) / t.batch_size)
+        self.schedule: Schedule = make_schedule(t, self.stepper.optimizer, self.steps_per_epoch)
+        torch.manual_seed(t.seed + 1)  # aux heads drawn from their own stream, the same in every run
+        aux = self.model.make_aux()  # built eagerly: every model knows its aux heads' shapes
         if resume is not None:
             ckpt = torch.load(resume, map_location=self.device, weights_only=False)
             self.stepper.load_state_dict(ckpt["stepper"], aux)
+            self.schedule.load_state_dict(ckpt.get("schedule", {"name": "none"}))
             self.start_epoch = int(ckpt["epoch"]) + 1
             self.best = ckpt.get("best", {})
             torch.set_rng_state(ckpt["rng_cpu"])
@@ -139,9 +147,9 @@ class Trainer:
     # -- fit -----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         t = self.job.trainer
-        epochs = t["epochs"]
-        batch_size = t["batch_size"]
-        per_epoch = math.ceil(len(self.train_split) / batch_size)
+        epochs = t.epochs
+        batch_size = t.batch_size
+        per_epoch = self.steps_per_epoch
         started = time.time()
         bar = tqdm(
             total=epochs * per_epoch,
@@ -152,11 +160,19 @@ class Trainer:
         )
         status = "finished"
         metric = self.data.task.metric_name
+        primary = self.data.task.primary
+        method = self.stepper.method
+        assert method is not None
         for epoch in range(self.start_epoch, epochs + 1):
+            method.set_epoch(epoch)  # epoch-windowed methods (OGM-GE, AGM)
             # Shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
-            gen = torch.Generator().manual_seed(t["seed"] * 1_000_003 + epoch)
-            for xs, y in self.train_split.batches(batch_size, generator=gen):
-                values = self.stepper.step(xs, y)
+            gen = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
+            if isinstance(self.train_split, LoaderSplit):
+                self.train_split.set_epoch(epoch)  # e.g. BraTS draws new training slices per epoch
+            self.method_epoch_start(epoch)
+            for batch in self.train_split.batches(batch_size, generator=gen):
+                self.schedule.before_step(self.stepper.global_step)
+                values = self.stepper.step_batch(batch)
                 bar.update(1)
                 if values:
                     bar.set_postfix(
@@ -168,12 +184,33 @@ class Trainer:
             if status == "stopped":
                 break
             val = self.validate(epoch)
-            bar.set_postfix(val=f"{val[f'val/{metric}']:.3f}", refresh=False)
+            self.schedule.after_epoch(val["val/loss"])  # before the checkpoint: it holds the next epoch's lr
+            bar.set_postfix(val=f"{val[f'val/{primary}']:.3f}", refresh=False)
             self.save_checkpoint(epoch)
             self.sink.flush()
         bar.close()
         summary = self.finish(status, time.time() - started)
         return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
+
+    def method_epoch_start(self, epoch: int) -> None:
+        """The method's epoch hook (PMR's prototypes, G-Blending's weights); logs what it returns."""
+        t = self.job.trainer
+        method = self.stepper.method
+        assert method is not None
+        ctx = EpochContext(
+            epoch=epoch,
+            epochs=t.epochs,
+            train=self.train_split,
+            heldout=self.heldout_split,
+            batch_size=t.batch_size,
+            seed=t.seed,
+            clip=t.clip,
+            optimizer=self.stepper.optimizer,
+            make_optimizer=lambda params: make_optimizer(t.optimizer, params, t.lr, t.weight_decay, t.momentum),
+        )
+        values = method.on_epoch_start(ctx)
+        if values:
+            log_dict(self.sink, values, self.stepper.global_step)
 
     # -- validate ------------------------------------------------------------------------------
     def active_modalities(self) -> list[str]:
@@ -193,18 +230,19 @@ class Trainer:
         aux = self.stepper.aux
         assert aux is not None
         active = self.active_modalities()
-        scores = probe.evaluate(self.model, aux, task, self.val_split, keep=active)
+        fuse = self.stepper.method.predict if self.stepper.method is not None else None
+        scores = probe.evaluate(self.model, aux, task, self.val_split, keep=active, fuse=fuse)
         values = {f"val/{k}": v for k, v in scores.items()}
-        if t["shapley"]:
+        if t.shapley:
             contrib = probe.contributions(
-                self.model, aux, task, self.val_split, t["shapley_max_modalities"], active=active
+                self.model, aux, task, self.val_split, t.shapley_max_modalities, active=active, fuse=fuse
             )
             values.update({f"val/contrib/{m}": v for m, v in contrib.items()})
         values["epoch"] = float(epoch)
         log_dict(self.sink, values, self.stepper.global_step)
         self.history.append(values)
-        key = f"val/{task.metric_name}"
-        if not self.best or values[key] > self.best[key]:
+        key = f"val/{task.primary}"
+        if not self.best or task.better(values[key], self.best[key]):
             self.best = {**values, "step": self.stepper.global_step}
         return values
 
@@ -215,6 +253,7 @@ class Trainer:
             "config": self.job.flat(),
             "epoch": epoch,
             "stepper": self.stepper.state_dict(),
+            "schedule": self.schedule.state_dict(),
             "best": self.best,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -228,13 +267,14 @@ class Trainer:
         task = self.data.task
         aux = self.stepper.aux
         assert aux is not None
-        scores = probe.evaluate(self.model, aux, task, self.test_split, keep=self.active_modalities())
+        fuse = self.stepper.method.predict if self.stepper.method is not None else None
+        scores = probe.evaluate(self.model, aux, task, self.test_split, keep=self.active_modalities(), fuse=fuse)
         test = {f"test/{k}": v for k, v in scores.items()}
         values = dict(test)
         probe_acc: dict[str, float] = {}
-        if t["linear_probe"]:
+        if t.linear_probe:
             probe_acc = probe.linear_probe(
-                self.model, task, self.train_split, self.test_split, t["probe_steps"], t["seed"]
+                self.model, task, self.train_split, self.test_split, t.probe_steps, t.seed, t.probe_max_samples
             )
             values.update({f"probe/{task.metric_name}/{m}": v for m, v in probe_acc.items()})
         log_dict(self.sink, values, self.stepper.global_step)
@@ -245,7 +285,11 @@ class Trainer:
             "dataset": self.job.dataset,
             "method": self.job.method,
             "modalities": self.data.modalities,
-            "metric": task.metric_name,
+            "metric": task.primary,
+            "higher_is_better": task.higher_is_better,
+            "batch_metric": task.metric_name,
+            "task": task.name,
+            "model": self.job.model,
             "steps": self.stepper.global_step,
             "epochs_done": int(final.get("epoch", self.start_epoch - 1)),
             "elapsed_s": round(elapsed_s, 3),

@@ -5,13 +5,16 @@
 
 The run's life on the backend is cggm_core.remote's (the same code as `cggm train --server`).
 HTTP only (httpx); nothing here imports the backend. Several workers can serve one backend: the
-claim is atomic on the server.
+claim is atomic on the server. Each claim carries the worker's capabilities (`capabilities`: its
+datasets and models, plugins included, and its devices), so that the backend hands it only jobs
+it can run, and says of a job that no connected worker can run why it waits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import socket
 import sys
@@ -23,7 +26,10 @@ from typing import Any
 
 import httpx
 
+from . import __version__, plugins
 from .config import resolve
+from .data import DATASETS
+from .models import MODELS
 from .remote import DEFAULT_RETRY_S, BackendClient, RemoteRun, sync_in_background
 from .trainer import Trainer, pick_device
 
@@ -46,6 +52,48 @@ class WorkerOptions:
     finish_retry_s: float = DEFAULT_RETRY_S
 
 
+def capabilities(device: str) -> dict[str, Any]:
+    """What this worker can run, as sent with each claim (backend/schemas/workers.py).
+
+    The registries as this process has them: built-ins and the plugins that loaded (a plugin
+    that was skipped is not among them, so the backend never hands this worker its jobs).
+    """
+    return {
+        "datasets": sorted(DATASETS),
+        "models": sorted(MODELS),
+        "device": device,
+        "devices": list_devices(),
+        "plugins": [p.to_json() for p in plugins.loaded()],
+        "versions": {"cggm_monitor": __version__, "torch": _torch_version(), "python": platform.python_version()},
+    }
+
+
+def list_devices() -> list[dict[str, Any]]:
+    """Every device torch sees here: the CPU, each CUDA GPU (name, memory), Apple's MPS."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    devices: list[dict[str, Any]] = [{"name": "cpu", "kind": "cpu", "description": f"{cpu}, {os.cpu_count()} cores"}]
+    try:
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            props = torch.cuda.get_device_properties(i)
+            devices.append(
+                {"name": f"cuda:{i}", "kind": "cuda", "description": props.name, "memory_bytes": props.total_memory}
+            )
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append({"name": "mps", "kind": "mps", "description": "Apple Metal"})
+    except Exception as e:  # a broken driver must not stop the worker: it still trains on what it picked
+        log.warning("cannot list the GPUs (%s: %s); reporting the CPU only", type(e).__name__, e)
+    return devices
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
 class Worker:
     def __init__(self, options: WorkerOptions) -> None:
         self.options = options
@@ -53,6 +101,7 @@ class Worker:
         self.client = BackendClient(options.server, options.token)
         self.terminating = threading.Event()
         self.device = str(pick_device(options.device))
+        self.capabilities = capabilities(self.device)
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -67,11 +116,14 @@ class Worker:
     def serve(self) -> int:
         """Claim and run jobs until terminated (or after one job with `once`)."""
         log.info("worker %s on %s, serving %s", self.name, self.device, self.options.server)
+        extra = [f"{p.kind} {p.name} ({p.package or p.entry_point})" for p in plugins.loaded()]
+        if extra:
+            log.info("plugins: %s", ", ".join(extra))
         sync_in_background(self.options.server, self.options.token, self.options.spool_dir)
         waiting_logged = False
         while not self.terminating.is_set():
             try:
-                run = self.client.claim(self.name)
+                run = self.client.claim(self.name, self.capabilities)
             except httpx.HTTPError as e:
                 if not waiting_logged:
                     log.warning("cannot claim from %s (%s); retrying", self.options.server, e)

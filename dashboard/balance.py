@@ -17,7 +17,10 @@ from .groups import stat
 
 
 def metric_of(run: Mapping[str, Any]) -> str:
-    return str((run.get("summary") or {}).get("metric") or "acc")
+    """The metric the probes report: the task's batch metric ε (the summary's `metric` is the
+    evaluation metric a run is judged by, e.g. MAE for regression)."""
+    summary = run.get("summary") or {}
+    return str(summary.get("batch_metric") or summary.get("metric") or "acc")
 
 
 def modalities_of(run: Mapping[str, Any]) -> list[str]:

@@ -78,11 +78,13 @@ class Families:
             key=lambda n: (-len(n), n),
         )
         metric_rx = "|".join(re.escape(n) for n in metrics) or r"[^/]+"
+        batch = sorted((str(n) for n in keys_doc.get("batch_metrics") or []), key=lambda n: (-len(n), n))
+        eps_rx = "|".join(re.escape(n) for n in batch) or metric_rx  # an older backend: no batch metrics listed
         self._rules: list[tuple[re.Pattern[str], Family]] = []
         for f in self.families:
             for t in f.templates:
                 rx = re.escape(t).replace(r"\{m\}", r"(?P<m>[^/]+)").replace(r"\{name\}", r"[^/]+")
-                rx = rx.replace(r"\{metric\}", f"(?:{metric_rx})")
+                rx = rx.replace(r"\{metric\}", f"(?:{metric_rx})").replace(r"\{eps\}", f"(?:{eps_rx})")
                 self._rules.append((re.compile(f"^{rx}$"), f))
         self._order = {f.name: i for i, f in enumerate(self.families)}
         self._cache: dict[str, KeyInfo] = {}

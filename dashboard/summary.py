@@ -33,6 +33,7 @@ def card_numbers(run: Mapping[str, Any], latest: Mapping[str, float], families: 
     summary = run.get("summary") or {}
     final = {**latest, **(summary.get("final") or {})}
     metric = summary.get("metric") or _metric_of(final)
+    eps = summary.get("batch_metric") or metric  # aux heads and probes report ε (acc, sign_acc, dice)
     modalities = list(summary.get("modalities") or families.modalities(final))
     probe = {**latest, **(summary.get("probe") or {})}
     test = {**latest, **(summary.get("test") or {})}
@@ -42,8 +43,8 @@ def card_numbers(run: Mapping[str, Any], latest: Mapping[str, float], families: 
         rows.append(
             {
                 "modality": m,
-                "probe": _num(probe.get(f"probe/{metric}/{m}")),
-                "aux": _num(final.get(f"val/{metric}/{m}")),
+                "probe": _num(probe.get(f"probe/{eps}/{m}")),
+                "aux": _num(final.get(f"val/{eps}/{m}")),
                 "contrib": _num(final.get(f"val/contrib/{m}")),
             }
         )
@@ -51,6 +52,7 @@ def card_numbers(run: Mapping[str, Any], latest: Mapping[str, float], families: 
     auxes = [r["aux"] for r in rows if r["aux"] is not None]
     return {
         "metric": metric,
+        "eps": eps,
         "final": _num(final.get(f"val/{metric}")),
         "best": _num(best.get(f"val/{metric}")),
         "best_step": best.get("step"),
@@ -111,8 +113,8 @@ def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, 
                 html.Tr(
                     [
                         html.Th("modality"),
-                        html.Th(f"probe {metric}"),
-                        html.Th(f"aux {metric} (val)"),
+                        html.Th(f"probe {n['eps']}"),
+                        html.Th(f"aux {n['eps']} (val)"),
                         html.Th("Shapley contribution"),
                         html.Th("led (acc)"),
                     ]

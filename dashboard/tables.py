@@ -66,6 +66,7 @@ def run_rows(runs: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[s
                 "run_id": int(r["id"]),
                 "name": r.get("name", ""),
                 "status": r.get("status", ""),
+                "waiting": r.get("waiting_reason") or "",  # a queued run no connected worker can run
                 "dataset": r.get("dataset") or (r.get("config") or {}).get("dataset", ""),
                 "method": r.get("method") or (r.get("config") or {}).get("method", ""),
                 "settings": _key_settings(r, method_settings),

@@ -38,4 +38,4 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 # CGGM_INSECURE_NO_TOKEN=1, which docker-compose.yml sets because it publishes the port on
 # 127.0.0.1 only. Publishing it beyond this machine needs CGGM_TOKEN (README, "Security").
 ENTRYPOINT ["cggm", "serve"]
-CMD ["--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
+CMD ["--host", "0.0.0.0", "--port", "8000", "--db-dir", "/data"]

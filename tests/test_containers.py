@@ -298,7 +298,7 @@ def test_healthchecks_pass_on_a_live_stack_and_fail_on_a_dead_one(
     # The images' own commands (0.0.0.0 inside a container; here on free ports) with the environment
     # docker-compose.yml gives them: they start without a token, as `docker compose up` starts them.
     serve = _container_command(
-        dockerfiles["backend"][-1], {"--port": str(api_port), "--data-dir": str(tmp_path / "data")}
+        dockerfiles["backend"][-1], {"--port": str(api_port), "--db-dir": str(tmp_path / "data")}
     )
     backend = _start(serve, f"{api}/api/health", tmp_path, "backend", _service_env(compose, "backend"))
     dashboard = None
@@ -505,7 +505,7 @@ def test_compose_backend_keeps_sqlite_on_a_named_volume(
     compose: dict[str, Any], dockerfiles: dict[str, list[Stage]]
 ) -> None:
     argv = image_argv(dockerfiles["backend"][-1])
-    data_dir = argv[argv.index("--data-dir") + 1]
+    data_dir = argv[argv.index("--db-dir") + 1]
     mounts = compose["services"]["backend"]["volumes"]
     assert f"cggm-data:{data_dir}" in mounts
     assert "cggm-data" in compose["volumes"]

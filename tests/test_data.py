@@ -16,7 +16,7 @@ from cggm_core.trainer import train
 
 def load(raw: dict[str, object]):  # type: ignore[no-untyped-def]
     job = resolve({"method": "joint", **raw})
-    return DATASETS[job.dataset].load(job.data, job.trainer["data_seed"])
+    return DATASETS[job.dataset].load(job.data, job.trainer.data_seed)
 
 
 def test_synthetic_is_seeded_and_shaped() -> None:
@@ -36,7 +36,7 @@ def test_synthetic_rejects_mismatched_strengths() -> None:
 
 def test_synthetic_regression_targets() -> None:
     d = load({"dataset": "synthetic", "task": "regression"})
-    assert d.task.kind == "regression" and d.train.y.shape == (2000, 1)
+    assert d.task.name == "regression" and d.train.y.shape == (2000, 1)
 
 
 @pytest.mark.slow

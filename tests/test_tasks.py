@@ -7,7 +7,7 @@ import torch
 
 from cggm_core.config import resolve
 from cggm_core.settings import SettingError
-from cggm_core.tasks import Task, classification, regression
+from cggm_core.tasks import Regression, classification, regression
 from cggm_core.trainer import Trainer
 
 # Zeros in both predictions and targets.
@@ -20,7 +20,7 @@ def test_sign_accuracy_counts_zero_as_negative_by_default() -> None:
     #   pred > 0: F F T F T F;  true > 0: F T F F T F  →  agree: T F F T T T  → 4/6.
     assert float(regression().metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
     assert float(regression(1, "negative").metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
-    assert float(Task("regression", 1, "sign_acc").metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
+    assert float(Regression(1).metric(PRED, TRUE)) == pytest.approx(4 / 6, abs=1e-12)
 
 
 def test_sign_accuracy_can_count_zero_as_positive() -> None:
@@ -31,7 +31,7 @@ def test_sign_accuracy_can_count_zero_as_positive() -> None:
 
 def test_sign_zero_is_checked() -> None:
     with pytest.raises(ValueError, match="sign_zero 'zero' is not allowed; allowed: negative, positive"):
-        Task("regression", 1, "sign_acc", sign_zero="zero")
+        Regression(1, sign_zero="zero")
 
 
 def test_metric_is_an_exact_float64_fraction() -> None:
@@ -42,10 +42,8 @@ def test_metric_is_an_exact_float64_fraction() -> None:
 
 def test_sign_zero_is_a_trainer_setting_with_the_official_default() -> None:
     job = resolve({"dataset": "synthetic", "method": "joint"})
-    assert job.trainer["sign_zero"] == "negative"
-    assert (
-        resolve({"dataset": "synthetic", "method": "joint", "sign_zero": "positive"}).trainer["sign_zero"] == "positive"
-    )
+    assert job.trainer.sign_zero == "negative"
+    assert resolve({"dataset": "synthetic", "method": "joint", "sign_zero": "positive"}).trainer.sign_zero == "positive"
     with pytest.raises(
         SettingError, match="setting 'sign_zero': 'zero' is not allowed; expected one of negative, positive"
     ):

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
 
+from cggm_core import plugins
 from cggm_core.config import resolve
 from cggm_core.settings import SettingError
 
 from ..deps import DbDep, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..lifecycle import sweep_lost
-from ..models import RUN_STATUSES
+from ..models import RUN_STATUSES, Run
 from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_ID, NOT_FOUND, WRITE, OneLine, json_safe
 from ..schemas.runs import EventsCreate, EventsPublic, RunCreate, RunPublic, RunsPublic, RunUpdate
+from ..settings import Settings
 from ..store import events as event_store
 from ..store import runs as run_store
+from ..store import workers as worker_store
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses={**COMMON_RESPONSES, **INVALID})
 
@@ -35,12 +40,17 @@ def create_run(body: RunCreate, db: DbDep, settings: SettingsDep) -> RunPublic:
             job = resolve(body.config, max_data_bytes=settings.max_job_data_bytes or None)
         except SettingError as e:
             raise Invalid(["body", "config"], str(e)) from None
+        except Exception as e:  # a plugin's own check raised: name it rather than answer 500
+            culprit = plugins.culprit(body.config)
+            if culprit is None:
+                raise
+            raise Invalid(["body", "config"], f"{culprit} failed on this config: {type(e).__name__}: {e}") from None
         config = json_safe(job.flat())
     with db.write() as session:
         run = run_store.create_run(
             session, config=config, name=body.name, tags=body.tags, notes=body.notes, external=body.external
         )
-        return RunPublic.model_validate(run)
+        return _public(session, [run], settings)[0]
 
 
 @router.get("")
@@ -82,14 +92,20 @@ def list_runs(
         runs, total = run_store.list_runs(
             session, statuses=statuses, method=method, dataset=dataset, offset=offset, limit=limit
         )
-        return RunsPublic(data=[RunPublic.model_validate(r) for r in runs], count=total)
+        return RunsPublic(data=_public(session, runs, settings), count=total)
 
 
 @router.get("/{run_id}", responses=NOT_FOUND)
 def get_run(run_id: RunId, db: DbDep, settings: SettingsDep) -> RunPublic:
     sweep_lost(db, settings)
     with db.read() as session:
-        return RunPublic.model_validate(run_store.get_run(session, run_id=run_id))
+        return _public(session, [run_store.get_run(session, run_id=run_id)], settings)[0]
+
+
+def _public(session: Session, runs: Sequence[Run], settings: Settings) -> list[RunPublic]:
+    """The runs as the API shows them: a queued run that no connected worker can run says why."""
+    reasons = worker_store.waiting_reasons(session, runs, window_s=settings.heartbeat_timeout_s)
+    return [RunPublic.model_validate(r).model_copy(update={"waiting_reason": reasons.get(r.id)}) for r in runs]
 
 
 @router.patch("/{run_id}", dependencies=[WriteAuth], responses={**WRITE, **NOT_FOUND})

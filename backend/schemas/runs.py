@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..models import RUN_STATUSES
 from .common import FreeText, OneLine, SafeJson, text_problem
+from .workers import WorkerCapabilities
 
 RunStatus = Literal["queued", "running", "stopping", "finished", "failed", "stopped", "lost"]
 assert set(RunStatus.__args__) == set(RUN_STATUSES)  # type: ignore[attr-defined]
@@ -72,6 +73,7 @@ class RunPublic(BaseModel):
     config: dict[str, Any]
     dataset: str | None
     method: str | None
+    model: str | None = Field(None, description="the job's model (a worker must have it and the dataset to claim it)")
     tags: list[str]
     notes: str
     created_at: float = Field(description="Unix seconds")
@@ -81,6 +83,11 @@ class RunPublic(BaseModel):
     heartbeat_at: float | None
     summary: dict[str, Any] | None
     error: str | None
+    waiting_reason: str | None = Field(
+        None,
+        description="a queued run that no connected worker can run: why, and what to do "
+        "(e.g. no connected worker has its dataset); null otherwise",
+    )
 
 
 class RunsPublic(BaseModel):
@@ -92,6 +99,11 @@ class ClaimRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: a JSON false is not a number
 
     worker: OneLine = Field("worker", min_length=1, max_length=200, description="worker name, recorded on the run")
+    capabilities: WorkerCapabilities | None = Field(
+        None,
+        description="what the worker can run; it is handed only runs whose dataset and model it has. "
+        "Absent (a worker of an older version): the built-in datasets and models",
+    )
 
 
 class HeartbeatPublic(BaseModel):

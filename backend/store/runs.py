@@ -15,9 +15,10 @@ worker's run when the beats stop, and running again when they resume; one that n
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
@@ -39,7 +40,7 @@ def create_run(
     external: bool,
 ) -> Run:
     now = time.time()
-    dataset, method = config.get("dataset"), config.get("method")
+    dataset, method, model = config.get("dataset"), config.get("method"), config.get("model")
     run = Run(
         name=name or "",
         status="running" if external else "queued",
@@ -47,6 +48,8 @@ def create_run(
         config=config,
         dataset=str(dataset) if dataset is not None else None,
         method=str(method) if method is not None else None,
+        # An external run's config is kept as given: its `model` may be anything, and fills the column only as a name.
+        model=model if isinstance(model, str) and 0 < len(model) <= 100 else None,
         tags=tags,
         notes=notes,
         created_at=now,
@@ -126,9 +129,21 @@ def request_stop(session: Session, *, run_id: int) -> Run:
     return run
 
 
-def claim_next(session: Session, *, worker: str) -> Run | None:
-    """Atomically take the oldest queued run (SKIP LOCKED on PostgreSQL; the write lock on SQLite)."""
-    query = select(Run).where(Run.status == "queued").order_by(Run.id).limit(1).with_for_update(skip_locked=True)
+def claim_next(session: Session, *, worker: str, datasets: Collection[str], models: Collection[str]) -> Run | None:
+    """Atomically take the oldest queued run whose dataset and model the worker has (SKIP LOCKED
+    on PostgreSQL; the write lock on SQLite). A run without a model (stored before runs had one)
+    runs its dataset's default model, which a worker with the dataset has."""
+    query = (
+        select(Run)
+        .where(
+            Run.status == "queued",
+            Run.dataset.in_(list(datasets)),
+            or_(Run.model.is_(None), Run.model.in_(list(models))),
+        )
+        .order_by(Run.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
     run = session.scalars(query).first()
     if run is None:
         return None

@@ -77,6 +77,10 @@ class Synthetic(Dataset):
         return [f"m{i}" for i in range(int(cfg["modalities"]))]
 
     @classmethod
+    def task_name(cls, cfg: Mapping[str, Any]) -> str:
+        return str(cfg["task"])
+
+    @classmethod
     def estimate_bytes(cls, cfg: Mapping[str, Any]) -> int:
         """Peak of `load`: every modality's float64 matrix (8·N·D each), the float32 splits made from
         them (4·N·D each), and the float64 temporaries of one modality while it is drawn (the picked
@@ -99,6 +103,7 @@ class Synthetic(Dataset):
         d: int = cfg["dim"]
         noise: float = cfg["noise"]
         xs: dict[str, np.ndarray] = {}
+        task: tasks.Task
         if cfg["task"] == "classification":
             C: int = cfg["classes"]
             K: int = cfg["clusters"]

@@ -9,12 +9,19 @@ from ..settings import SettingError
 from .agm import AGM
 from .base import Method, StepState
 from .cggm import CGGM
+from .gblending import GBlending
 from .joint import Joint
+from .mla import MLA
 from .mmpareto import MMPareto
+from .mslr import MSLR
 from .ogm_ge import OGMGE
+from .pmr import PMR
+from .uniform import Uniform
 from .unimodal import Unimodal
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Joint, Unimodal, CGGM, OGMGE, AGM, MMPareto)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (Joint, Unimodal, CGGM, OGMGE, AGM, MMPareto, Uniform, GBlending, PMR, MSLR, MLA)
+}
 
 
 def resolve_method_settings(name: str, given: Mapping[str, Any], modalities: list[str] | None = None) -> dict[str, Any]:

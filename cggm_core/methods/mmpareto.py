@@ -74,7 +74,7 @@ class MMPareto(Method):
         for m in self.modalities:
             params = self.model.encoder_params(m)
             # Aux head on the features *with* graph: the unimodal loss's gradient reaches the encoder.
-            loss_uni = self.task.loss(self.aux.heads[m](state.feats[m]), state.y)
+            loss_uni = self.task.loss(self.aux.head_forward(m, state.feats[m], state.masks.get(m)), state.y)
             grads = torch.autograd.grad(loss_uni, params, retain_graph=True, allow_unused=True)
             self.uni_grads[m] = torch.cat(
                 [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]

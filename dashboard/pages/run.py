@@ -84,6 +84,7 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
                 className="row",
             ),
             html.Div("", id="run-error", className="error"),
+            html.Div("", id="run-waiting", className="waiting"),  # why a queued run waits (no worker can run it)
             html.Div(id="run-summary", className="summary"),
             view_controls("run", query),
             html.Ul(id="run-dominance-now"),
@@ -120,6 +121,7 @@ TEXT_OUTPUTS = {
     "progress_value": ("run-progress-bar", "value"),
     "timing": ("run-timing", "children"),
     "error": ("run-error", "children"),
+    "waiting": ("run-waiting", "children"),
     "stop_disabled": ("run-stop", "disabled"),
     "poll_disabled": ("run-poll", "disabled"),
     "summary_poll_disabled": ("run-summary-poll", "disabled"),
@@ -139,6 +141,7 @@ def _texts(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         "progress_value": fraction or 0,
         "timing": run_timing(run, fraction),
         "error": run.get("error") or "",
+        "waiting": run.get("waiting_reason") or "",  # absent from older backends
         "stop_disabled": run["status"] not in ("queued", "running"),  # nothing left to stop
         "poll_disabled": not active,
         "summary_poll_disabled": not active,

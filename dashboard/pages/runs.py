@@ -24,6 +24,7 @@ COLUMNS: list[dict[str, Any]] = [
     {"id": "id", "name": "id", "presentation": "markdown"},
     {"id": "name", "name": "name"},
     {"id": "status", "name": "status"},
+    {"id": "waiting", "name": "waiting for"},
     {"id": "dataset", "name": "dataset"},
     {"id": "method", "name": "method"},
     {"id": "settings", "name": "key settings"},

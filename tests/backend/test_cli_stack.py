@@ -52,7 +52,7 @@ class Up:
         self.ui = f"http://127.0.0.1:{self.ui_port}"
         self.data = tmp_path
         cmd = [sys.executable, "-m", "cggm_core", "up", "--api-port", str(self.port), "--ui-port", str(self.ui_port)]
-        cmd += ["--data-dir", str(tmp_path), "--device", "cpu", *extra]
+        cmd += ["--db-dir", str(tmp_path), "--device", "cpu", *extra]
         self.log = tmp_path / "up.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CGGM_")}
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
@@ -222,7 +222,7 @@ def test_up_reports_a_backend_that_cannot_start(tmp_path: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         cmd = [sys.executable, "-m", "cggm_core", "up", "--api-port", str(port), "--ui-port", "0"]
-        cmd += ["--data-dir", str(tmp_path), "--workers", "0"]
+        cmd += ["--db-dir", str(tmp_path), "--workers", "0"]
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert re.search(r"    \| .*address already in use", r.stderr), r.stderr

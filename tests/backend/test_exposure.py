@@ -50,7 +50,7 @@ def test_loopback_hosts() -> None:
     ids=["serve", "up", "dashboard", "serve-lan"],
 )
 def test_a_public_host_without_a_token_is_refused(argv: list[str], tmp_path: Path) -> None:
-    r = cggm(*argv, "--data-dir", str(tmp_path)) if argv[0] != "dashboard" else cggm(*argv)
+    r = cggm(*argv, "--db-dir", str(tmp_path)) if argv[0] != "dashboard" else cggm(*argv)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr  # one line, nothing started
     assert r.stderr.startswith(f"cggm: error: {argv[0]} --host {argv[2]} listens beyond this machine")
@@ -72,9 +72,9 @@ def test_dashboard_module_refuses_too() -> None:
 
 def test_token_reads_without_a_token_is_refused(tmp_path: Path) -> None:
     for argv in (["serve", "--token-reads"], ["up", "--token-reads", "--ui-port", "0", "--workers", "0"]):
-        r = cggm(*argv, "--data-dir", str(tmp_path))
+        r = cggm(*argv, "--db-dir", str(tmp_path))
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--token-reads needs a token" in r.stderr, r.stderr
-    r = cggm("serve", "--data-dir", str(tmp_path), env={**CLEAN_ENV, "CGGM_TOKEN_READS": "1"})
+    r = cggm("serve", "--db-dir", str(tmp_path), env={**CLEAN_ENV, "CGGM_TOKEN_READS": "1"})
     assert r.returncode == 2 and "--token-reads needs a token" in r.stderr, r.stderr
 
 
@@ -83,7 +83,7 @@ def _serve_and_read_warning(tmp_path: Path, *extra: str, env: dict[str, str] | N
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     cmd = [sys.executable, "-m", "cggm_core", "serve", "--host", "0.0.0.0", "--port", str(port)]
-    cmd += ["--data-dir", str(tmp_path), *extra]
+    cmd += ["--db-dir", str(tmp_path), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env or CLEAN_ENV, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         import httpx

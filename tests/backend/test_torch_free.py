@@ -17,6 +17,7 @@ from cggm_core.config import catalog, resolve
 catalog()
 resolve({"dataset": "mfeat", "method": "ogm_ge", "views": "kar,mor", "epochs": 3})
 resolve({"dataset": "synthetic", "method": "cggm", "variant": "stable"})
+resolve({"dataset": "synthetic_seg", "method": "cggm", "segnet_width": 8})
 print("torch" in sys.modules)
 """
 

@@ -21,7 +21,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("docs")
     port = free_port()
     log = workdir / "backend.log"
-    cmd = [sys.executable, "-m", "cggm_core", "serve", "--port", str(port), "--data-dir", str(workdir)]
+    cmd = [sys.executable, "-m", "cggm_core", "serve", "--port", str(port), "--db-dir", str(workdir)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -34,12 +34,33 @@ Sample = tuple[dict[str, np.ndarray], Label]
 
 
 class DataFormatError(ValueError):
-    """A data file is missing or malformed. `str(err)` is one line: "<file>: <what is wrong>"."""
+    """A data file is missing or malformed. `str(err)` is one line: "<file>: <what is wrong>".
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    It survives the trip out of a DataLoader worker process as that one line: torch re-raises a
+    worker's exception as `type(err)(<the formatted traceback>)`, and a single argument is read
+    back from the traceback's last line (`...DataFormatError: <file>: <what is wrong>`). Without
+    that, a bad file met in a worker process would end the run with "Caught DataFormatError in
+    DataLoader worker process 0." as its reason, or (failing to rebuild us) as a RuntimeError.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str | None = None) -> None:
+        if problem is None:
+            path, problem = _from_message(str(path))
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))
+
+
+def _from_message(text: str) -> tuple[str, str]:
+    """(file, problem) from "<file>: <problem>", or from a traceback whose last such line holds it."""
+    marker = "DataFormatError: "
+    lines = [ln for ln in text.splitlines() if marker in ln]
+    one = lines[-1].split(marker, 1)[1] if lines else text.strip()
+    path, sep, problem = one.partition(": ")
+    return (path, problem) if sep else ("<unknown file>", one)
 
 
 def optional_module(name: str) -> ModuleType:

@@ -25,13 +25,15 @@ Modalities `image` and `text`, each either raw or precomputed:
   validation carve: no leakage), truncated to `max_tokens`, for a small encoder trained from scratch.
 - precomputed: a modality whose `<split>_<modality>.npy` files exist in `features` comes from them
   (memory-mapped, read per sample) for both json splits; a file for one split only is an error.
+  `features` may also map each modality to its own folder ({"image": dir_a, "text": dir_b}, each
+  with its own ids files); a modality named there must have its files, the others stay raw.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -126,12 +128,13 @@ def read_food101(
     text: Literal["tokens", "ids"] = "tokens",
     max_tokens: int = TEXT_MAX_TOKENS,
     min_freq: int = 3,
-    features: str | Path | None = None,
+    features: str | Path | Mapping[str, str | Path] | None = None,
 ) -> FileDataset:
     """Read the UPMC-Food-101 folder.
 
-    `features`: a folder of feature files, absolute or relative to `folder`. The reader does not
-    check it against the data root: resolve it with `resolve_under_root` first.
+    `features`: a folder of feature files (or {modality: folder}), absolute or relative to
+    `folder`. The reader does not check it against the data root: resolve it with
+    `resolve_under_root` first.
     """
     if text not in ("tokens", "ids"):
         raise ValueError(f"text must be 'tokens' or 'ids', got {text!r}")
@@ -149,10 +152,21 @@ def read_food101(
     entries = {s: _entries(folder / f"{s}.json", folder, raw[s], class_id) for s in JSON_SPLITS}
 
     feats: dict[str, dict[str, np.ndarray]] = {s: {} for s in JSON_SPLITS}
-    rows: dict[str, np.ndarray] = {}
-    if features is not None:
-        fdir = require_dir(folder / features, "a folder of {train,test}_ids.npy and {train,test}_{image,text}.npy")
-        feats, rows = _read_features(fdir, entries)
+    rows: dict[str, dict[str, np.ndarray]] = {s: {} for s in JSON_SPLITS}  # split → modality → row per entry
+    folders: dict[Path, list[str] | None] = {}  # folder → the modalities read from it (None: all found)
+    if isinstance(features, Mapping):
+        for m, d in features.items():
+            if m not in MODALITIES:
+                raise ValueError(f"features: unknown modality {m!r}; expected {', '.join(MODALITIES)}")
+            folders.setdefault(folder / d, []).append(m)  # type: ignore[union-attr]
+    elif features is not None:
+        folders[folder / features] = None
+    for d, wanted in folders.items():
+        fdir = require_dir(d, "a folder of {train,test}_ids.npy and {train,test}_{image,text}.npy")
+        got, got_rows = _read_features(fdir, entries, None if wanted is None else tuple(wanted))
+        for s in JSON_SPLITS:
+            feats[s].update(got[s])
+            rows[s].update({m: got_rows[s] for m in got[s]})
     for s in JSON_SPLITS:
         if "image" not in feats[s]:
             for i, e in enumerate(entries[s]):
@@ -168,7 +182,7 @@ def read_food101(
 
     def split(name: str, json_split: str, idx: np.ndarray) -> FoodSplit:
         es = [entries[json_split][i] for i in idx]
-        r = rows.get(json_split, np.arange(len(entries[json_split])))[idx]
+        r = {m: per_entry[idx] for m, per_entry in rows[json_split].items()}
         return FoodSplit(name, es, feats[json_split], r, pipeline, text, vocab, max_tokens)
 
     test_idx = np.arange(len(entries["test"]))
@@ -223,7 +237,7 @@ class FoodSplit(SampleSource):
         split: str,
         entries: list[_Entry],
         features: dict[str, np.ndarray],
-        feature_rows: np.ndarray,
+        feature_rows: dict[str, np.ndarray],
         pipeline: ImagePipeline,
         text: str,
         vocab: Vocabulary | None,
@@ -233,7 +247,7 @@ class FoodSplit(SampleSource):
         self.modalities = MODALITIES
         self.entries = entries
         self.features = features  # modality → memory-mapped (N_file, ...) array
-        self.feature_rows = feature_rows  # (len,) row of each sample in the feature files
+        self.feature_rows = feature_rows  # modality → (len,) row of each sample in its feature file
         self.pipeline = pipeline
         self.text = text
         self.vocab = vocab
@@ -256,12 +270,13 @@ class FoodSplit(SampleSource):
         e = self.entries[i]
         xs: dict[str, np.ndarray] = {}
         for m, arr in self.features.items():
-            xs[m] = np.asarray(arr[int(self.feature_rows[i])], dtype=np.float32)
+            xs[m] = np.array(arr[int(self.feature_rows[m][i])], dtype=np.float32)  # a copy: the memmap is read-only
         if "image" not in xs:
             xs["image"] = preprocess(load_rgb(e.image), self.pipeline)
         if "text" not in xs:
             if self.vocab is not None:
-                xs["text"] = self.vocab.encode(e.tokens, self.max_tokens)
+                # An entry without tokens reads as one unknown token: an empty sequence has nothing to attend to.
+                xs["text"] = self.vocab.encode(e.tokens or ("",), self.max_tokens)
             else:
                 xs["text"] = np.asarray(e.tokens, dtype=np.str_).reshape(len(e.tokens))
         return xs, int(e.label)
@@ -318,13 +333,16 @@ def _entries(path: Path, folder: Path, data: list[dict[str, Any]], class_id: dic
 
 
 def _read_features(
-    fdir: Path, entries: dict[str, list[_Entry]]
+    fdir: Path, entries: dict[str, list[_Entry]], wanted: tuple[str, ...] | None = None
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Memory-map the feature files; returns ({split: {modality: array}}, {split: row per entry})."""
+    """Memory-map the feature files (of `wanted` modalities, which must be there; None: those found);
+    returns ({split: {modality: array}}, {split: row per entry})."""
     layout = f"{{train,test}}_ids.npy beside {{train,test}}_{{image,text}}.npy in {fdir}"
     feats: dict[str, dict[str, np.ndarray]] = {s: {} for s in JSON_SPLITS}
-    for m in MODALITIES:
+    for m in MODALITIES if wanted is None else wanted:
         present = [s for s in JSON_SPLITS if (fdir / f"{s}_{m}.npy").is_file()]
+        if wanted is not None and not present:
+            raise DataFormatError(fdir / f"train_{m}.npy", f"no such file; expected {layout}")
         if len(present) == 1:
             other = next(s for s in JSON_SPLITS if s not in present)
             raise DataFormatError(
