@@ -545,7 +545,26 @@
     return out;
   }
 
+  // A chart not drawn yet: its title and why it is empty, no axes (an empty plotly figure shows
+  // axes −1..6 with no title, which reads as a chart without data). figures.placeholder_figure
+  // builds the same on the server ("drawing…"); a panel far down the page gets "scroll to draw".
+  function placeholderFigure(title, text, height) {
+    const hidden = { visible: false, showgrid: false, zeroline: false };
+    return {
+      data: [],
+      layout: {
+        title: { text: title || "", font: { size: 14 } },
+        height: height || 300,
+        margin: { l: 60, r: 10, t: 40, b: 40 },
+        xaxis: hidden,
+        yaxis: hidden,
+        annotations: [{ text: text, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 13, color: "#888" }, name: "placeholder" }],
+      },
+    };
+  }
+
   window.cggmPlot = {
+    placeholderFigure: placeholderFigure,
     MODALITY_COLORS: MODALITY_COLORS,
     RUN_COLORS: RUN_COLORS,
     decode: decode,

@@ -130,7 +130,11 @@ def layout(runs: str | None = None, **query: Any) -> html.Div:
 def _graph_panels(specs: list[dict[str, Any]], query: dict[str, Any], csv: dict[str, str]) -> list[Any]:
     return [
         chart_panel(
-            "cmp", s["id"], scale=query_choice(query, f"scale.{s['id']}", SCALES, s["scale"]), csv_href=csv.get(s["id"])
+            "cmp",
+            s["id"],
+            scale=query_choice(query, f"scale.{s['id']}", SCALES, s["scale"]),
+            csv_href=csv.get(s["id"]),
+            title=s.get("title", ""),
         )
         for s in specs
     ]

@@ -36,6 +36,7 @@ from dashboard.configs import format_setting
 from dashboard.decode import Series
 from dashboard.digest import DIGESTS
 from dashboard.families import SCALES
+from dashboard.figures import placeholder_figure
 from dashboard.live_session import SESSIONS, Cursor
 from dashboard.payload import encode_all, encode_delta, encode_value
 from dashboard.progress import EPOCH_KEY, Progress, run_timing
@@ -92,7 +93,7 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
                 dcc.Graph(
                     id={"type": "run-strip", "name": "run-dominance"},
                     config=GRAPH_CONFIG,
-                    figure={"layout": {"height": 180}},
+                    figure=placeholder_figure("dominance: which modality leads, over time", height=180),
                 ),
                 className="panel",
             ),
@@ -159,7 +160,7 @@ def _panel_components(run_id: int, specs: list[dict[str, Any]], query: dict[str,
     for spec in specs:
         scale = query_choice(query, f"scale.{spec['family']}", SCALES, spec["scale"])
         href = export_href(f"/export/runs/{run_id}.csv", spec["keys"])
-        out.append(chart_panel("run", spec["id"], scale=scale, csv_href=href))
+        out.append(chart_panel("run", spec["id"], scale=scale, csv_href=href, title=spec["title"]))
     return out
 
 
