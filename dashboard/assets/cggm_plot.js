@@ -273,6 +273,8 @@
     const ranges = [];
     for (let c = 0; c < nCols; c++) ranges.push([0, 0]);
     const seenLegend = new Set();
+    const steps = [];
+    for (let c = 0; c < nCols; c++) steps.push([Infinity, -Infinity]);
     const curves = {}; // sid → {x, y} (smoothed real values), for bands
     for (const t of spec.traces || []) {
       const s = data.series[t.sid];
@@ -280,6 +282,7 @@
       const col = columns ? t.column || 0 : 0;
       const ctx = runContext(data, s.r !== undefined ? s.r : data.run_id);
       const x = xValues(s, xMode, ctx);
+      if (x.length) steps[col] = [Math.min(steps[col][0], x[0]), Math.max(steps[col][1], x[x.length - 1])];
       const raw = decodedValues(s);
       const shown = smoothing > 0 ? ema(raw, smoothing) : raw;
       curves[t.sid] = { x: x, y: shown };
@@ -343,6 +346,7 @@
       uirevision: [spec.id, xMode, scale, view.sharedY ? "shared" : "own"].join("|"),
       showlegend: true,
     };
+    const stepSpan = steps.map((r) => (r[1] >= r[0] ? r[1] - r[0] : null));
     const gap = 0.04;
     const width = (1 - gap * (nCols - 1)) / nCols;
     const global = ranges.reduce((a, r) => [Math.min(a[0], r[0]), Math.max(a[1], r[1])], [0, 0]);
@@ -364,7 +368,15 @@
         ya.tickvals = ticks.vals;
         ya.ticktext = ticks.text;
         if (c === 0) ya.title = { text: "symlog" };
+        // A margin around the data: a line (B = 1 for every step) would sit on the plot's edge,
+        // where plotly drops its tick label, and read as no line at all.
+        const lo = symlog(r[0]);
+        const hi = symlog(r[1]);
+        const pad = hi > lo ? 0.06 * (hi - lo) : 0.1;
+        ya.range = [lo - pad, hi + pad];
       }
+      // A handful of steps: whole steps only (plotly would tick 1.5, 2.5, … between logged steps).
+      if (xMode === "step" && stepSpan[c] !== null && stepSpan[c] <= 10) xa.dtick = 1;
       layout[axisName("xaxis", c)] = xa;
       layout[axisName("yaxis", c)] = ya;
     }
