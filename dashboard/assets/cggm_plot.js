@@ -72,11 +72,16 @@
     const top = Math.max(Math.abs(lo), Math.abs(hi), 1);
     const decades = Math.min(Math.ceil(Math.log10(top)), 30);
     const reals = new Set([0]);
+    // Over a few decades only, 2× and 5× of each (and 0.5): a neutral B of 0.75 or 1.3 gets a label nearby.
+    const steps = decades <= 2 ? [0.5, 1, 2, 5] : [1];
     for (let d = 0; d <= decades; d++) {
-      const v = Math.pow(10, d);
-      if (v <= top * 10) {
-        if (hi > 0 || v <= 1) reals.add(v);
-        if (lo < 0 || v <= 1) reals.add(-v);
+      for (const k of steps) {
+        const v = k * Math.pow(10, d);
+        if (d > 0 && k < 1) continue;
+        if (v <= top * 10 && (k === 1 || v <= top * 1.5)) {
+          if (hi > 0 || v <= 1) reals.add(v);
+          if (lo < 0 || v <= 1) reals.add(-v);
+        }
       }
     }
     const sorted = Array.from(reals).sort((a, b) => a - b);

@@ -191,3 +191,11 @@ def test_a_few_steps_get_whole_step_ticks(js: Any) -> None:
     assert xaxis([1, 2, 3, 4])["dtick"] == 1  # not 1.5, 2.5, … between logged steps
     assert "dtick" not in xaxis(list(range(1, 200)))  # plotly's own ticks for longer runs
     assert "dtick" not in xaxis([1, 2, 3, 4], "relative")  # seconds are not steps
+
+
+def test_symlog_ticks_over_a_few_decades_include_halves_and_fives(js: Any) -> None:
+    # CGGM's neutral B with 4 modalities is 0.75: a label at 0.5 and 1 around it, not 0 alone.
+    assert js("P.symlogTicks(0, 0.75)")["text"] == ["-1", "-0.5", "0", "0.5", "1"]
+    assert js("P.symlogTicks(0, 40)")["text"] == ["-1", "-0.5", "0", "0.5", "1", "2", "5", "10", "20", "50", "100"]
+    many = js("P.symlogTicks(0, 2e7)")["text"]
+    assert "5" not in many and "1e7" in many  # many decades: decades only
