@@ -56,6 +56,11 @@ def layout(**_query: Any) -> html.Div:
                     dcc.Dropdown(id="new-method", clearable=False, style={"width": 260}),
                     html.Label("model"),
                     dcc.Dropdown(id="new-model", clearable=False, style={"width": 200}),
+                ],
+                className="row",
+            ),
+            html.Div(
+                [
                     html.Label("name"),
                     dcc.Input(id="new-name", placeholder="optional", style={"width": 240}),
                     html.Label("tags"),

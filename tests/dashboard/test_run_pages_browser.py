@@ -167,3 +167,19 @@ def test_a_panel_not_drawn_yet_shows_its_title_and_says_so(bare_stack: Stack, pa
 def trace_points_now(page: Any, graph: str) -> int:
     f = figure_without_scrolling(page, graph)
     return f["traces"] if f else 0
+
+
+def test_compare_of_segmentation_runs_names_the_probes_metric(stack: Stack, page: Any) -> None:
+    """The probe bars are in the probes' metric (the batch Dice), not the run's headline `dice/avg`."""
+    a = stack.create_run(SEG, name="seg-cggm")
+    b = stack.create_run({**SEG, "method": "joint"}, name="seg-joint")
+    for r in (a, b):
+        assert stack.wait_status(r["id"], {"finished", "failed"}, 300)["status"] == "finished"
+    page.goto(f"{stack.ui}/compare?runs={a['id']},{b['id']}")
+    bars = page.locator("#cmp-probe-bars .js-plotly-plot")
+    bars.wait_for()
+    title = wait_for(
+        lambda: page.evaluate("el => el.layout && el.layout.title.text", bars.element_handle()), 20, "bars"
+    )
+    assert title.startswith("probe dice per modality"), title
+    assert "dice/avg" not in title
