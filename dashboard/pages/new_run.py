@@ -59,15 +59,6 @@ def layout(**_query: Any) -> html.Div:
                 ],
                 className="row",
             ),
-            html.Div(
-                [
-                    html.Label("name"),
-                    dcc.Input(id="new-name", placeholder="optional", style={"width": 240}),
-                    html.Label("tags"),
-                    dcc.Input(id="new-tags", placeholder="comma-separated", style={"width": 240}),
-                ],
-                className="row",
-            ),
             html.Div("loading the catalog…", id="new-help", className="help"),
             html.Div(
                 [
@@ -122,6 +113,15 @@ def layout(**_query: Any) -> html.Div:
                 ],
                 id="new-sweep",
                 open=bool(_query.get("sweep")),
+            ),
+            html.Div(
+                [
+                    html.Label("name"),
+                    dcc.Input(id="new-name", placeholder="optional", style={"width": 240}),
+                    html.Label("tags"),
+                    dcc.Input(id="new-tags", placeholder="comma-separated", style={"width": 240}),
+                ],
+                className="row",
             ),
             html.Div(
                 [
