@@ -250,3 +250,19 @@ def test_a_resumed_step_schedule_continues_where_it_was() -> None:
     assert rest == [0.5, 0.25, 0.25]  # epochs 4, 5, 6
     with pytest.raises(ValueError, match="checkpoint holds a 'plateau' schedule, this run uses 'step'"):
         resumed.load_state_dict({"name": "plateau"})
+
+
+def test_the_readme_table_of_method_presets_matches_the_presets() -> None:
+    """README "Each baseline under its authors' optimizer": one row per method preset, its figures right."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+-official)` \| (\w+) \| ([^|]+) \| (\d+) / (\d+) / ", readme, re.M)
+    assert {r[0] for r in rows} == {p.name for p in presets.PRESETS.values() if p.method is not None}
+    for name, method, optimizer, batch, epochs in rows:
+        p = presets.PRESETS[name]
+        assert p.method == method
+        kind, lr = optimizer.split()[:2]  # "SGD 1e-3, m 0.9, ..."
+        assert kind.lower() == p.trainer["optimizer"] and float(lr.rstrip(",")) == p.trainer["lr"]
+        assert (int(batch), int(epochs)) == (p.trainer["batch_size"], p.trainer["epochs"])
