@@ -363,7 +363,7 @@ def _preset(raw: Mapping[str, Any], dataset: str, method: str) -> Preset | None:
     hint = f"the preset for {dataset!r} is {hints[0]!r}" if hints else f"dataset {dataset!r} has no data-set preset"
     own = official_preset(method)
     if own is not None:
-        hint += f"; method {method!r}'s own recipe is {own!r}"
+        hint += f"; the official recipe of method {method!r} is {own!r}"
     if not isinstance(name, str):
         raise SettingError(f"'preset' must be a name (a string), got {type(name).__name__}; {hint}")
     if name not in PRESETS:
@@ -375,7 +375,7 @@ def _preset(raw: Mapping[str, Any], dataset: str, method: str) -> Preset | None:
         )
     if not preset.for_method(method):
         raise SettingError(
-            f"preset {name!r} is method {preset.method!r}'s official recipe, not {method!r}'s "
+            f"preset {name!r} is the official recipe of method {preset.method!r}, not of {method!r} "
             f"(besides {preset.method!r} it serves {', '.join(COMPARED_AGAINST)}); {hint}"
         )
     return preset

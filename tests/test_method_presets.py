@@ -9,12 +9,13 @@ refused for another method (joint and unimodal excepted), and explicit settings 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from cggm_core import presets
+from cggm_core import cli, presets
 from cggm_core.config import catalog, format_catalog, resolve
 from cggm_core.methods import METHODS
 from cggm_core.schedules import StepDecay
@@ -165,12 +166,12 @@ def test_the_step_schedule_cuts_the_logged_lr_every_k_epochs() -> None:
         (
             "ogm_ge-official",
             "agm",
-            "preset 'ogm_ge-official' is method 'ogm_ge''s official recipe, not 'agm''s "
+            "preset 'ogm_ge-official' is the official recipe of method 'ogm_ge', not of 'agm' "
             "(besides 'ogm_ge' it serves joint, unimodal); dataset 'synthetic' has no data-set preset; "
-            "method 'agm''s own recipe is 'agm-official'",
+            "the official recipe of method 'agm' is 'agm-official'",
         ),
-        ("agm-official", "cggm", "not 'cggm''s"),
-        ("mla-official", "mslr", "not 'mslr''s (besides 'mla' it serves joint, unimodal); dataset 'synthetic'"),
+        ("agm-official", "cggm", "not of 'cggm'"),
+        ("mla-official", "mslr", "not of 'mslr' (besides 'mla' it serves joint, unimodal); dataset 'synthetic'"),
     ],
 )
 def test_a_method_preset_is_refused_for_another_method(preset: str, method: str, message: str) -> None:
@@ -255,7 +256,6 @@ def test_a_resumed_step_schedule_continues_where_it_was() -> None:
 def test_the_readme_table_of_method_presets_matches_the_presets() -> None:
     """README "Each baseline under its authors' optimizer": one row per method preset, its figures right."""
     import re
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = re.findall(r"^\| `([\w-]+-official)` \| (\w+) \| ([^|]+) \| (\d+) / (\d+) / ", readme, re.M)
@@ -266,3 +266,11 @@ def test_the_readme_table_of_method_presets_matches_the_presets() -> None:
         kind, lr = optimizer.split()[:2]  # "SGD 1e-3, m 0.9, ..."
         assert kind.lower() == p.trainer["optimizer"] and float(lr.rstrip(",")) == p.trainer["lr"]
         assert (int(batch), int(epochs)) == (p.trainer["batch_size"], p.trainer["epochs"])
+
+
+def test_cggm_train_refuses_a_method_preset_for_another_method(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["train", "--dataset", "synthetic", "--method", "pmr", "--preset", "agm-official"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "preset 'agm-official' is the official recipe of method 'agm', not of 'pmr'" in err[0]
+    assert "the official recipe of method 'pmr' is 'pmr-official'" in err[0]
