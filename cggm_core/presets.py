@@ -71,7 +71,7 @@ stepped once at the end of each training epoch, our `scheduler=step`):
   lr=args.learning_rate, momentum=0.9, weight_decay=1e-4)` (line 246; the `--optimizer` flag of
   line 36 is never read), `--learning_rate 0.001` (37), `StepLR(optimizer, 70, 0.1)` (38-39, 247)
   stepped at the end of `train_epoch` (159), `--batch_size 64` (33), `--epochs 100` (34), no
-  gradient clipping anywhere; `--modulation OGM_GE` (22, GE noise on), window 0-50 of epochs
+  gradient clipping anywhere; `--modulation OGM_GE` (23, GE noise on), window 0-50 of epochs
   counted from 0 (41-42, 132, 275: our 1-51); α 0.8, README.md:151's recommendation for CREMA-D
   (0.1 for VGGSound; `--alpha` has no default, line 43).
 - agm-official — lihong2303/AGM_ICCV2023 at 5a65542: `optim.SGD(..., momentum=0.9,
@@ -103,10 +103,11 @@ stepped once at the end of each training epoch, our `scheduler=step`):
 - mla-official — Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation at ab6c184,
   main.py: `optim.SGD(model.parameters(), lr=args.learning_rate, momentum=0.9, weight_decay=1e-4)`
   (749), `--learning_rate 0.001` (32), `StepLR(optimizer, 70, 0.1)` (33-34, 760) stepped at the end
-  of `train_epoch` (481), batch 64 and 100 epochs (28-29; README.md:66 runs MLA with `--batch_size
-  64 --epochs 100 --gs_flag --dynamic`), no clipping in main.py. The method's own choices (which
-  projection, which fusion) stay its settings' defaults (cggm_core/methods/mla.py says which
-  reading each is); `--set mla_projection=off` runs what the official main.py computes.
+  of `train_epoch` (481), batch 64 and 100 epochs (28-29; README.md:66 runs MLA with
+  `--batch_size 64 ... --epochs 100 ... --gs_flag -dynamic`, sic), no clipping in main.py. The
+  method's own choices (which projection, which fusion) stay its settings' defaults
+  (cggm_core/methods/mla.py says which reading each is); `--set mla_projection=off` runs what the
+  official main.py computes.
 - gblending-official — the authors' code, facebookresearch/VMZ at 4cc542d, publishes no G-Blending
   run command (c2/tutorials/gradient_blending.md gives only estimated weights); its training
   script, whose `--g_blend` flag (c2/tools/train_net.py:578) turns G-Blending on, has these
