@@ -45,7 +45,7 @@ def test_panels_come_from_the_catalog_families_with_a_catch_all() -> None:
         ("coef", ["coef/m0"]),
         ("cos", ["cos/m1"]),
         ("losses", ["loss/gm", "train/loss"]),
-        ("val", ["val/acc"]),
+        ("val", ["val/acc"]),  # the fused metric before the per-modality ones
         ("val_aux", ["val/acc/m0"]),
         ("ogm_score", ["ogm/score/m0"]),  # a method's own diagnostics: drawn, not dropped
         ("other:mystery", ["mystery/weight/m0"]),  # unknown family: its own panel, last
@@ -289,8 +289,8 @@ def test_form_sections_fold_advanced_settings_and_hide_what_the_variant_ignores(
     }
     assert secs["Training"][1] and not secs["Advanced"][1]
     assert "epochs" in secs["Training"][0] and "clip" in secs["Advanced"][0]
-    window = next(x for _, x in settings if x["name"] == "slope_window")  # the stable variant's own
-    assert not visible(window, {"variant": "paper"}) and visible(window, {"variant": "stable"})
+    eps = next(x for _, x in settings if x["name"] == "slope_window")
+    assert not visible(eps, {"variant": "paper"}) and visible(eps, {"variant": "stable"})
 
 
 def test_seed_repeats_multiply_a_sweep_and_the_count_is_bounded() -> None:
