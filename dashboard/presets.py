@@ -1,10 +1,11 @@
 """The New run form's presets: which of the catalog's presets fit the chosen data and method, the
 values each fills in, and how each field stands against the preset (pure; unit-tested).
 
-A catalog preset is {name, help, datasets, trainer, methods, models} (cggm_core.presets). Its
-`datasets` are the data sets it is for; an empty list means any data set (the per-method recipes,
-`<method>-official`). A preset is for one method only when it says so (`method`), or when it is
-for any data set and named `<method>-official`; the data-set recipes (`mosi`, `brats`) fit every
+A catalog preset is {name, help, datasets, method, trainer, methods, models} (cggm_core.presets).
+Its `datasets` are the data sets it is for; an empty list means any data set (the per-method
+recipes, `<method>-official`). A preset is for one method only when it says so (`method`; None:
+any), or, from a catalog without `method`, when it is for any data set and named
+`<method>-official`; the data-set recipes (`mosi`, `brats`) fit every
 method and give a method's or a model's values only when the job uses that method or model, as
 `config.resolve` applies them on the backend. Explicit settings win there, and here: the form
 fills a field from the preset once, and what the user types after is what is posted.
@@ -23,10 +24,10 @@ OFFICIAL_SUFFIX = "-official"
 
 def preset_method(preset: Mapping[str, Any]) -> str | None:
     """The one method a preset is for, or None when it fits every method."""
-    named = preset.get("method")
-    if isinstance(named, str) and named:
-        return named
-    name = str(preset.get("name", ""))
+    if "method" in preset:  # the catalog says (None: any method)
+        named = preset["method"]
+        return str(named) if named else None
+    name = str(preset.get("name", ""))  # an older catalog: the naming rule
     if not preset.get("datasets") and name.endswith(OFFICIAL_SUFFIX):
         return name[: -len(OFFICIAL_SUFFIX)]
     return None

@@ -9,7 +9,7 @@ from dashboard.presets import field_values, fits, marks, preset_method, preset_v
 
 CATALOG = catalog()
 
-# A per-method recipe for any data set, as `<method>-official` presets are described in the catalog.
+# A per-method recipe as an older catalog (no `method` key) describes it: the name says the method.
 OGM_OFFICIAL = {
     "name": "ogm_ge-official",
     "help": "OGM-GE's own: SGD 1e-3",
@@ -25,17 +25,24 @@ def names(presets: list[dict]) -> list[str]:
 
 
 def test_presets_fit_their_data_sets_and_per_method_ones_fit_any_data_set_for_their_method_only() -> None:
-    assert names(presets_for(CATALOG, "brats", "cggm")) == ["brats"]
+    # The real catalog: the paper's data-set recipes (any method), the authors' per-method ones (any data).
+    assert names(presets_for(CATALOG, "brats", "cggm")) == ["brats", "cggm-official"]
     assert names(presets_for(CATALOG, "brats", "joint")) == ["brats"]  # the trainer recipe: any method
-    assert names(presets_for(CATALOG, "synthetic", "cggm")) == []
-    doc = {**CATALOG, "presets": [*CATALOG["presets"], OGM_OFFICIAL]}
-    assert preset_method(OGM_OFFICIAL) == "ogm_ge" and preset_method(CATALOG["presets"][0]) is None
-    assert names(presets_for(doc, "synthetic", "ogm_ge")) == ["ogm_ge-official"]
-    assert names(presets_for(doc, "mosi", "ogm_ge")) == ["mosi", "ogm_ge-official"]
-    assert names(presets_for(doc, "mosi", "cggm")) == ["mosi"]
-    # A preset that names its method says so, whatever its name.
+    assert names(presets_for(CATALOG, "synthetic", "ogm_ge")) == ["ogm_ge-official"]
+    assert names(presets_for(CATALOG, "synthetic", "joint")) == []
+    assert preset_method(next(p for p in CATALOG["presets"] if p["name"] == "agm-official")) == "agm"
+    assert preset_method(next(p for p in CATALOG["presets"] if p["name"] == "mosi")) is None
+    # A catalog without `method`: `datasets: []` and the `<method>-official` name.
+    old = {**CATALOG, "presets": [{k: v for k, v in p.items() if k != "method"} for p in CATALOG["presets"][:4]]}
+    old["presets"].append(OGM_OFFICIAL)
+    assert preset_method(OGM_OFFICIAL) == "ogm_ge"
+    assert names(presets_for(old, "synthetic", "ogm_ge")) == ["ogm_ge-official"]
+    assert names(presets_for(old, "mosi", "ogm_ge")) == ["mosi", "ogm_ge-official"]
+    assert names(presets_for(old, "mosi", "cggm")) == ["mosi"]
+    # `method` says it, whatever the name; None fits every method.
     assert not fits({"name": "x", "datasets": [], "method": "agm"}, "mfeat", "cggm")
     assert fits({"name": "x", "datasets": [], "method": "agm"}, "mfeat", "agm")
+    assert fits({"name": "x-official", "datasets": [], "method": None}, "mfeat", "cggm")
 
 
 def test_preset_values_take_the_method_and_model_parts_only_when_they_apply() -> None:

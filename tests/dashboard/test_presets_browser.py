@@ -57,7 +57,8 @@ def test_a_preset_fills_the_form_an_override_wins_and_the_run_carries_it(bare_st
     choose(page, "#new-method", "cggm")
     page.locator(setting("lam")).wait_for()
     assert field(page, "lam") == "0.2" and badge(page, "lam") == ""  # the method's default, no preset yet
-    assert preset_options(page) == ["brats"]  # only the preset for this data set
+    # This data set's recipe and CGGM's own (for any data set); no other method's.
+    assert preset_options(page) == ["brats", "cggm-official"]
     choose(page, "#new-preset", "brats")
     wait_for(lambda: field(page, "optimizer") == "sgd", 20, "the preset's optimizer in the form")
     assert "official BraTS 2021 recipe" in page.locator("#new-preset-help").inner_text()
@@ -101,7 +102,7 @@ def test_changing_the_dataset_clears_a_preset_that_no_longer_fits(bare_stack: St
     assert field(page, "epochs") == "3"
     # IEMOCAP's preset sets its transformer's sizes as well (the model's values apply: transformer).
     assert page.locator("#new-model").inner_text().strip() == "transformer"
-    assert preset_options(page) == ["iemocap"]
+    assert preset_options(page) == ["iemocap", "cggm-official"]
     choose(page, "#new-preset", "iemocap")
     wait_for(lambda: field(page, "enc_layers") == "4", 20, "the preset's encoder depth")
     assert badge(page, "enc_layers") == "from preset iemocap" and field(page, "fusion_layers") == "2"
@@ -118,3 +119,32 @@ def test_changing_the_dataset_clears_a_preset_that_no_longer_fits(bare_stack: St
         4,
         0.15,
     )
+
+
+def test_a_method_preset_is_offered_for_its_method_on_any_data_set(bare_stack: Stack, page: Any) -> None:
+    recipe = PRESETS["ogm_ge-official"]
+    assert recipe.datasets == () and recipe.method == "ogm_ge" and recipe.trainer["scheduler"] == "step"
+    page.goto(f"{bare_stack.ui}/new")
+    page.locator(setting("epochs")).wait_for()
+    assert preset_options(page) == []  # synthetic + the first method: no recipe
+    choose(page, "#new-method", "ogm_ge")
+    assert preset_options(page) == ["ogm_ge-official"]
+    choose(page, "#new-preset", "ogm_ge-official")
+    wait_for(lambda: field(page, "optimizer") == "sgd", 20, "the authors' optimizer")
+    assert field(page, "scheduler") == "step" and badge(page, "lr_step_epochs") == "from preset ogm_ge-official"
+    page.locator("#new-name").fill("ogm-official")
+    page.click("#new-submit")
+    link = page.get_by_role("link", name="ogm-official")
+    link.wait_for()
+    config = bare_stack.run(int(link.get_attribute("href").rsplit("/", 1)[1]))["config"]
+    assert (config["preset"], config["optimizer"], config["momentum"], config["lr_step_epochs"]) == (
+        "ogm_ge-official",
+        "sgd",
+        0.9,
+        70,
+    )
+    # Another method: the recipe no longer fits, and what it filled goes back to the defaults.
+    choose(page, "#new-method", "joint")
+    wait_for(lambda: page.locator("#new-preset-help").inner_text() == "", 20, "the preset cleared")
+    wait_for(lambda: field(page, "optimizer") == "adam", 20, "the default optimizer again")
+    assert field(page, "scheduler") == "none"
