@@ -48,6 +48,20 @@ def preset_options(page: Any) -> list[str]:
     return options
 
 
+def offers(page: Any, expected: list[str]) -> None:
+    """The preset dropdown comes to offer exactly `expected` (its options follow the dataset and method)."""
+    seen: list[list[str]] = []
+
+    def now() -> bool:
+        seen.append(preset_options(page))
+        return seen[-1] == expected
+
+    try:
+        wait_for(now, 20, f"the presets {expected}", interval_s=0.3)
+    except AssertionError:
+        raise AssertionError(f"the preset dropdown offered {seen[-1]}, not {expected}") from None
+
+
 def test_a_preset_fills_the_form_an_override_wins_and_the_run_carries_it(bare_stack: Stack, page: Any) -> None:
     brats = PRESETS["brats"]
     assert brats.trainer["lr"] == 1e-2 and brats.methods["cggm"] == {"rho": 1.0, "lam": 0.1}
@@ -58,7 +72,7 @@ def test_a_preset_fills_the_form_an_override_wins_and_the_run_carries_it(bare_st
     page.locator(setting("lam")).wait_for()
     assert field(page, "lam") == "0.2" and badge(page, "lam") == ""  # the method's default, no preset yet
     # This data set's recipe and CGGM's own (for any data set); no other method's.
-    assert preset_options(page) == ["brats", "cggm-official"]
+    offers(page, ["brats", "cggm-official"])
     choose(page, "#new-preset", "brats")
     wait_for(lambda: field(page, "optimizer") == "sgd", 20, "the preset's optimizer in the form")
     assert "official BraTS 2021 recipe" in page.locator("#new-preset-help").inner_text()
@@ -102,7 +116,7 @@ def test_changing_the_dataset_clears_a_preset_that_no_longer_fits(bare_stack: St
     assert field(page, "epochs") == "3"
     # IEMOCAP's preset sets its transformer's sizes as well (the model's values apply: transformer).
     assert page.locator("#new-model").inner_text().strip() == "transformer"
-    assert preset_options(page) == ["iemocap", "cggm-official"]
+    offers(page, ["iemocap", "cggm-official"])
     choose(page, "#new-preset", "iemocap")
     wait_for(lambda: field(page, "enc_layers") == "4", 20, "the preset's encoder depth")
     assert badge(page, "enc_layers") == "from preset iemocap" and field(page, "fusion_layers") == "2"
@@ -126,9 +140,9 @@ def test_a_method_preset_is_offered_for_its_method_on_any_data_set(bare_stack: S
     assert recipe.datasets == () and recipe.method == "ogm_ge" and recipe.trainer["scheduler"] == "step"
     page.goto(f"{bare_stack.ui}/new")
     page.locator(setting("epochs")).wait_for()
-    assert preset_options(page) == []  # synthetic + the first method: no recipe
+    offers(page, [])  # synthetic + the first method: no recipe
     choose(page, "#new-method", "ogm_ge")
-    assert preset_options(page) == ["ogm_ge-official"]
+    offers(page, ["ogm_ge-official"])
     choose(page, "#new-preset", "ogm_ge-official")
     wait_for(lambda: field(page, "optimizer") == "sgd", 20, "the authors' optimizer")
     assert field(page, "scheduler") == "step" and badge(page, "lr_step_epochs") == "from preset ogm_ge-official"
