@@ -272,25 +272,40 @@ def choose_presets(dataset: str | None, method: str | None, chosen: str | None, 
     return options, chosen if chosen in names else None
 
 
+FIELDS_OUTPUTS = {
+    "fields": Output("new-fields", "children"),
+    "help": Output("new-help", "children"),
+    "sweep_1": Output("sweep-setting-1", "options"),
+    "sweep_2": Output("sweep-setting-2", "options"),
+    "preset_help": Output("new-preset-help", "children"),
+    "preset_shown": Output("new-preset-shown", "data"),
+}
+
+
 @dash.callback(
-    Output("new-fields", "children"),
-    Output("new-help", "children"),
-    Output("sweep-setting-1", "options"),
-    Output("sweep-setting-2", "options"),
-    Output("new-preset-help", "children"),
-    Output("new-preset-shown", "data"),
-    Input("new-dataset", "value"),
-    Input("new-method", "value"),
-    Input("new-model", "value"),
-    Input("new-preset", "value"),
-    State({"type": "setting", "name": ALL}, "value"),
-    State({"type": "setting", "name": ALL}, "id"),
-    State("new-preset-shown", "data"),
-    State("new-catalog", "data"),
+    output=FIELDS_OUTPUTS,
+    inputs={
+        "dataset": Input("new-dataset", "value"),
+        "method": Input("new-method", "value"),
+        "model": Input("new-model", "value"),
+        "preset_name": Input("new-preset", "value"),
+        "values": State({"type": "setting", "name": ALL}, "value"),
+        "ids": State({"type": "setting", "name": ALL}, "id"),
+        "shown_before": State("new-preset-shown", "data"),
+        "catalog_doc": State("new-catalog", "data"),
+    },
 )
-def show_fields(dataset, method, model, preset_name, values, ids, shown_before, catalog_doc):
+def show_fields(dataset, method, model, preset_name, values, ids, shown_before, catalog_doc) -> dict[str, Any]:
+    """The form for this dataset, method and model, its fields filled as presets.field_values says."""
     if not catalog_doc:
-        return [], "loading the catalog…", [], [], "", {"name": None, "values": {}}
+        return {
+            "fields": [],
+            "help": "loading the catalog…",
+            "sweep_1": [],
+            "sweep_2": [],
+            "preset_help": "",
+            "preset_shown": {"name": None, "values": {}},
+        }
     helps = [
         i.get("help", "")
         for key in ("datasets", "methods")
@@ -301,22 +316,25 @@ def show_fields(dataset, method, model, preset_name, values, ids, shown_before, 
     preset = presets.find(catalog_doc, preset_name)
     if preset is not None and not presets.fits(preset, dataset, method):
         preset = None  # cleared by choose_presets in the same round
-    model_now = model or default_model(catalog_doc, dataset)
-    preset_values = presets.preset_values(preset, method, model_now)
+    preset_values = presets.preset_values(preset, method, model or default_model(catalog_doc, dataset))
     before = shown_before or {"name": None, "values": {}}
-    current = {i["name"]: v for i, v in zip(ids, values, strict=True)}
     filled = presets.field_values(
         settings,
-        current,
+        {i["name"]: v for i, v in zip(ids, values, strict=True)},
         before.get("values") or {},
         preset_values,
         preset_changed=before.get("name") != (preset["name"] if preset else None),
     )
     names = [s["name"] for s in settings]
-    preset_help = preset.get("help", "") if preset else ""
     shown = {"name": preset["name"] if preset else None, "values": preset_values}
-    fields = form(catalog_doc, dataset, method, model, filled, shown["name"], preset_values)
-    return fields, " · ".join(h for h in helps if h), names, names, preset_help, shown
+    return {
+        "fields": form(catalog_doc, dataset, method, model, filled, shown["name"], preset_values),
+        "help": " · ".join(h for h in helps if h),
+        "sweep_1": names,
+        "sweep_2": names,
+        "preset_help": preset.get("help", "") if preset else "",
+        "preset_shown": shown,
+    }
 
 
 @dash.callback(
@@ -404,6 +422,14 @@ def _configs(catalog_doc, dataset, method, model, preset, values, ids, s1, v1, s
     kinds = {s["name"]: s["type"] for _, s in settings_for(catalog_doc, dataset, method, model)}
     method_settings = {m["name"]: [s["name"] for s in m["settings"]] for m in catalog_doc.get("methods", [])}
     configs = build_configs(base, kinds, [(s1, v1), (s2, v2)], methods, method_settings, seed_values(seeds))
+    if preset:  # a method sweep under one method's own recipe: say so before anything starts
+        recipe = presets.find(catalog_doc, preset) or {}
+        others = sorted({c["method"] for _, c in configs if not presets.fits(recipe, dataset, c["method"])})
+        if others:
+            raise ValueError(
+                f"preset {preset!r} is {presets.preset_method(recipe)}'s own recipe; the sweep's "
+                f"{', '.join(others)} cannot use it (clear the preset or drop those methods)"
+            )
     return configs, errors
 
 

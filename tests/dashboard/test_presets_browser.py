@@ -157,6 +157,14 @@ def test_a_method_preset_is_offered_for_its_method_on_any_data_set(bare_stack: S
         0.9,
         70,
     )
+    # A method sweep under one method's own recipe is refused before anything starts.
+    page.locator("#new-sweep summary").click()
+    page.locator("#sweep-methods").click()
+    page.get_by_role("option", name="cggm", exact=True).click()
+    page.keyboard.press("Escape")
+    count = page.locator("#new-count")
+    wait_for(lambda: "cannot use it" in count.inner_text(), 20, "the sweep refused")
+    assert "'ogm_ge-official' is ogm_ge's own recipe; the sweep's cggm cannot use it" in count.inner_text()
     # Another method: the recipe no longer fits, and what it filled goes back to the defaults.
     choose(page, "#new-method", "joint")
     wait_for(lambda: page.locator("#new-preset-help").inner_text() == "", 20, "the preset cleared")
