@@ -83,7 +83,13 @@ def _metric_of(values: Mapping[str, Any]) -> str:
     return "acc"
 
 
-def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, latest: Mapping[str, float]) -> Any:
+def summary_card(
+    run: Mapping[str, Any],
+    digest: RunDigest,
+    families: Families,
+    latest: Mapping[str, float],
+    eps: str = "accuracy",
+) -> Any:
     n = card_numbers(run, latest, families)
     metric = n["metric"]
     head: list[Any] = [
@@ -127,7 +133,7 @@ def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, 
                         html.Th(f"probe {n['eps']}"),
                         html.Th(f"aux {n['eps']} (val)"),
                         html.Th("Shapley contribution"),
-                        html.Th("led (acc)"),
+                        html.Th(f"led ({eps})"),
                     ]
                 )
             ),

@@ -465,7 +465,8 @@
     const xMode = view.x === "epoch" ? "epoch" : "step";
     const ctx = runContext(data, data.run_id);
     const traces = [];
-    for (const [metric, row] of DOMINANCE_ROWS) {
+    const rows = spec.rows || DOMINANCE_ROWS; // the run's own name for ε ("dice" for segmentation)
+    for (const [metric, row] of rows) {
       const sids = (spec.sids || {})[metric] || {};
       const byMod = {};
       for (const m of Object.keys(sids)) if (data.series[sids[m]]) byMod[m] = data.series[sids[m]];
@@ -495,7 +496,7 @@
         title: { text: "dominance: which modality leads, over time", font: { size: 14 } },
         height: 180,
         margin: { l: 90, r: 10, t: 40, b: 30 },
-        yaxis: { categoryorder: "array", categoryarray: DOMINANCE_ROWS.map((r) => r[1]).reverse() },
+        yaxis: { categoryorder: "array", categoryarray: rows.map((r) => r[1]).reverse() },
         xaxis: { title: { text: X_TITLES[xMode] } },
         uirevision: "dominance|" + xMode,
         legend: { orientation: "h", y: 1.25, x: 1, xanchor: "right" },

@@ -40,7 +40,7 @@ from dashboard.figures import placeholder_figure
 from dashboard.live_session import SESSIONS, Cursor
 from dashboard.payload import encode_all, encode_delta, encode_value
 from dashboard.progress import EPOCH_KEY, Progress, run_timing
-from dashboard.run_view import dominance_spec, downsample_note, drawn_keys, run_context, run_panels
+from dashboard.run_view import dominance_spec, downsample_note, drawn_keys, eps_label, run_context, run_panels
 from dashboard.summary import summary_card
 
 dash.register_page(__name__, path_template="/runs/<run_id>", title="Run — CGGM Monitor", name="Run")
@@ -225,7 +225,7 @@ def render_run(
         for k, s in fetched.items()
     }
     specs = run_panels(families, fetched, notes)
-    dom = dominance_spec(families, fetched)
+    dom = dominance_spec(families, fetched, eps_label(run, catalog.catalog()))
     lines, events_after = _events(client, run_id, 0)
     lines = lines[-LOG_LINES:]
     progress = Progress()
@@ -318,7 +318,7 @@ def tick_run(_n: int | None, ack: dict[str, Any] | None, run_id: int) -> dict[st
         changed = [spec for pid, spec in specs.items() if base.specs.get(pid) != spec]
         if changed:
             delta["panels"] = changed
-        dom = dominance_spec(families, keys_now)
+        dom = dominance_spec(families, keys_now, eps_label(run, catalog.catalog()))
         if dom != base.dominance:
             delta["dominance"] = dom
         lines, events_after = _events(client, run_id, base.events_after)
@@ -368,9 +368,10 @@ def refresh_summary(run_id: int, _n: int | None, _status: str | None, sent_hash:
     keys = client.keys(run_id)
     digest = DIGESTS.get(run_id, run.get("created_at"))
     digest.refresh(client, keys, finished=run["status"] not in ACTIVE)
-    doc = digest.to_json()
+    eps = eps_label(run, catalog.catalog())
+    doc = digest.to_json(eps)
     latest = client.latest(run_id) if not run.get("summary") else {}
-    card = summary_card(run, digest, families, latest)
+    card = summary_card(run, digest, families, latest, eps)
     # Sent again only when it changed: a running run's page asks every few seconds.
     digest_hash = hashlib.sha1(json.dumps([doc, repr(card)], sort_keys=True, default=str).encode()).hexdigest()[:16]
     if digest_hash == sent_hash:

@@ -83,8 +83,14 @@ def test_a_segmentation_run_page_draws_dice_and_its_card_gives_dice(stack: Stack
     assert cols == ["", "dice", "dice/et", "dice/tc", "dice/wt", "dice/avg"]
     val_row = table.locator("tbody tr").first.locator("td").all_inner_texts()
     assert val_row[0] == "val" and all(_number(v) for v in val_row[1:]), val_row
-    # Per modality: the probe's and the aux heads' Dice.
+    # Per modality: the probe's and the aux heads' Dice; ε is named Dice wherever it leads.
     assert "probe dice" in card.inner_text() and "aux dice (val)" in card.inner_text()
+    assert "led (dice)" in card.inner_text()
+    now = page.locator("#run-dominance-now").inner_text()
+    assert now.startswith("dice: ") and "accuracy" not in now, now
+    strip = page.locator("""[id*='"name":"run-dominance"'] .js-plotly-plot""")
+    rows = wait_for(lambda: strip.evaluate("gd => gd.layout && gd.layout.yaxis.categoryarray"), 20, "the strip")
+    assert rows == ["grad norm", "dice"], rows
     assert page.js_errors == []
 
 
@@ -98,6 +104,7 @@ def test_a_regression_run_page_draws_mae_and_correlation(stack: Stack, page: Any
     cols = [c.strip() for c in card.locator("#run-summary-eval th").all_inner_texts()]
     assert {"mae", "corr", "acc2", "acc7"} <= set(cols) and "acc" not in cols
     assert "probe sign_acc" in card.inner_text()
+    assert page.locator("#run-dominance-now").inner_text().startswith("sign_acc: ")
     assert page.js_errors == []
 
 

@@ -378,3 +378,16 @@ def test_the_placeholder_figure_has_a_title_and_no_axes() -> None:
     assert layout["title"]["text"] == "acc/* — aux accuracy"
     assert layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False
     assert [a["text"] for a in layout["annotations"]] == ["drawing…"]
+
+
+def test_eps_is_named_for_the_runs_task_in_the_dominance_readout() -> None:
+    from dashboard.run_view import eps_label
+
+    cat = catalog()
+    assert eps_label({"config": {"dataset": "synthetic_seg"}}, cat) == "dice"  # running: the dataset's task
+    assert eps_label({"config": {"dataset": "synthetic", "task": "regression"}}, cat) == "sign_acc"
+    assert eps_label({"config": {"dataset": "synthetic"}}, cat) == "accuracy"
+    assert eps_label({"config": {"dataset": "ext"}, "summary": {"batch_metric": "dice"}}, cat) == "dice"
+    assert eps_label({"config": {"dataset": "unknown"}}, cat) == "accuracy"  # an external run
+    spec = dominance_spec(FAMILIES, ["acc/a", "acc/b"], "dice")
+    assert spec["rows"] == [["acc", "dice"], ["grad_norm", "grad norm"]]
