@@ -490,6 +490,16 @@
         });
       }
     }
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const t of traces) {
+      for (const x of t.x) {
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+      }
+    }
+    const xaxis = { title: { text: X_TITLES[xMode] } };
+    if (xMode === "step" && hi >= lo && hi - lo <= 10) xaxis.dtick = 1; // a handful of steps: whole steps
     return {
       data: traces,
       layout: {
@@ -497,7 +507,7 @@
         height: 180,
         margin: { l: 90, r: 10, t: 40, b: 30 },
         yaxis: { categoryorder: "array", categoryarray: rows.map((r) => r[1]).reverse() },
-        xaxis: { title: { text: X_TITLES[xMode] } },
+        xaxis: xaxis,
         uirevision: "dominance|" + xMode,
         legend: { orientation: "h", y: 1.25, x: 1, xanchor: "right" },
       },

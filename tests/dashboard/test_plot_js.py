@@ -199,3 +199,19 @@ def test_symlog_ticks_over_a_few_decades_include_halves_and_fives(js: Any) -> No
     assert js("P.symlogTicks(0, 40)")["text"] == ["-1", "-0.5", "0", "0.5", "1", "2", "5", "10", "20", "50", "100"]
     many = js("P.symlogTicks(0, 2e7)")["text"]
     assert "5" not in many and "1e7" in many  # many decades: decades only
+
+
+def test_the_dominance_strip_of_a_few_steps_ticks_whole_steps(js: Any) -> None:
+    data = {
+        "run_id": 1,
+        "runs": {},
+        "series": {"acc/a": {"s": [1, 2, 3], "v": [0.1, 0.9, 0.1]}, "acc/b": {"s": [1, 2, 3], "v": [0.5, 0.2, 0.6]}},
+    }
+    spec = {"mods": [{"name": "a", "color": "#111"}, {"name": "b", "color": "#222"}], "sids": {"acc": {}}}
+    spec["sids"]["acc"] = {"a": "acc/a", "b": "acc/b"}
+    spec["rows"] = [["acc", "dice"], ["grad_norm", "grad norm"]]
+    fig = js("P.buildDominanceFigure(arg.spec, arg.data, {x: 'step'})", {"spec": spec, "data": data})
+    assert fig["layout"]["xaxis"]["dtick"] == 1
+    assert fig["layout"]["yaxis"]["categoryarray"] == ["grad norm", "dice"]  # the run's name for ε
+    leaders = {t["name"]: t["x"] for t in fig["data"] if t["meta"]["metric"] == "acc"}
+    assert leaders == {"a": [2], "b": [1, 3]}
