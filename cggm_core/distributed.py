@@ -9,7 +9,7 @@ The convention that makes an N-process step equal to the one-process step on the
 batch: every rank runs the step on its slice as if the slice were the batch (its losses and
 statistics are per-sample means over the slice, weighted later by `share` = n_r / N), and each
 quantity a method computes *from* the batch is all-reduced before it is used: per-sample means with
-`mean` (Σ_r share_r · x_r), batch sums with `sum`, gradients with `reduce_grads` (the same weighted
+`mean` (Σ_r share_r · x_r), batch sums with `sum` (Σ_r x_r), gradients with `reduce_grads` (the same weighted
 sum). A batch statistic that enters the loss with its graph (CGGM's g_Ω) goes through `mean_grad`,
 whose backward is the identity: the weight is applied once, by `reduce_grads`, so the gradient of
 f(Σ_r w_r g_r) summed over ranks is exactly f'(g)·Σ_r w_r ∂g_r/∂θ.
@@ -71,8 +71,8 @@ class Dist:
         """Σ_r share_r · x_r: the global batch's value of a per-sample mean (no graph)."""
         return x
 
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_r x_r: the global batch's value of a batch sum (no graph)."""
+    def sum(self, x: torch.Tensor, share: float) -> torch.Tensor:
+        """Σ_r x_r: the global batch's value of a batch sum (no graph); a borrowed slice (share 0) adds 0."""
         return x
 
     def mean_grad(self, x: torch.Tensor, share: float) -> torch.Tensor:
@@ -153,8 +153,8 @@ class ProcessGroupDist(Dist):
         torch.distributed.all_reduce(out)
         return out
 
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.detach().clone()
+    def sum(self, x: torch.Tensor, share: float) -> torch.Tensor:
+        out = x.detach().clone() if share > 0 else torch.zeros_like(x)
         torch.distributed.all_reduce(out)
         return out
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -215,11 +216,7 @@ class ProcessGroupJob:
 
     def cleanup(self) -> None:
         if self._own_dir:
-            for path in self.dir.iterdir():
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            with contextlib.suppress(OSError):
-                self.dir.rmdir()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def train_argv(args: Sequence[str]) -> list[str]:

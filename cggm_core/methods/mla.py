@@ -219,7 +219,7 @@ class MLA(Method):
             self.project_head_gradient(state.share)
         self.updates += 1
         if state.log and self.last_weights is not None:
-            state.scalars.update(
+            state.slice_means.update(
                 {f"mla/fusion_weight/{m}": w for m, w in zip(self.modalities, self.last_weights, strict=True)}
             )
         return dict.fromkeys(self.modalities, 1.0)

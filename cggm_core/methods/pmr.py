@@ -234,7 +234,9 @@ class PMR(Method):
         if self.prototypes is None:  # no epoch hook (a user's own loop): this batch gives them
             acc: dict[str, list[torch.Tensor]] = {}
             self.accumulate(state.feats, state.masks, state.y, acc)
-            acc = {m: [self.dist.sum(s), self.dist.sum(c)] for m, (s, c) in acc.items()}  # the global batch's
+            acc = {
+                m: [self.dist.sum(s, state.share), self.dist.sum(c, state.share)] for m, (s, c) in acc.items()
+            }  # the global batch's
             self.prototypes = {m: self.class_means(s, c, None) for m, (s, c) in acc.items()}
         logits: dict[str, torch.Tensor] = {}
         labels: dict[str, torch.Tensor] = {}
@@ -245,7 +247,7 @@ class PMR(Method):
             labels[m] = lab
             scores[m] = prototype_score(logits[m], lab)
         if self.dist.enabled:  # batch sums: the global batch's is the sum over ranks
-            summed = self.dist.sum(torch.stack(list(scores.values())))
+            summed = self.dist.sum(torch.stack(list(scores.values())), state.share)
             scores = dict(zip(scores, summed.unbind(), strict=True))
         ratios = pmr_ratios(scores)
         active = self.in_window()
