@@ -51,6 +51,16 @@ def slice_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+def slice_shares(n: int, batch_size: int, world: int, rank: int) -> list[float]:
+    """n_r / N of rank's slice of each global batch of n samples in batches of batch_size (0 when empty)."""
+    out = []
+    for i in range(0, n, batch_size):
+        size = min(batch_size, n - i)
+        start, end = slice_bounds(size, world, rank)
+        out.append((end - start) / size)
+    return out
+
+
 class Dist:
     """One process: rank 0 of 1. Every collective is the identity (no cost on the single-process path)."""
 

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ import torch
 from tqdm import tqdm
 
 from . import probe
+from .batch import Batch
 from .config import JobConfig, resolve
 from .data import DATASETS, MultimodalData
 from .data.base import DataSplit, LoaderSplit, Split, holdout_split
-from .distributed import LOCAL, Dist
+from .distributed import LOCAL, Dist, slice_shares
 from .methods import METHODS
 from .methods.base import EpochContext
 from .models import MODELS
@@ -191,9 +192,9 @@ class Trainer:
             if isinstance(self.train_split, LoaderSplit):
                 self.train_split.set_epoch(epoch)  # e.g. BraTS draws new training slices per epoch
             self.method_epoch_start(epoch)
-            for batch in self.train_split.batches(batch_size, generator=gen):
+            for batch, share in self.local_batches(batch_size, gen):
                 self.schedule.before_step(self.stepper.global_step)
-                values = self.stepper.step_batch(batch)
+                values = self.stepper.step(batch.xs, batch.y, batch.masks, share=share)
                 bar.update(1)
                 if values:
                     bar.set_postfix(
@@ -217,6 +218,17 @@ class Trainer:
         bar.close()
         summary = self.finish(status, time.time() - started)
         return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
+
+    def local_batches(self, batch_size: int, gen: torch.Generator) -> Iterator[tuple[Batch, float]]:
+        """This rank's part of each global batch and its share n_r / N (one process: the batch, 1.0).
+        A file-backed split reads only the rank's samples; an in-memory one is sliced."""
+        split, dist = self.train_split, self.dist
+        if dist.enabled and isinstance(split, LoaderSplit):
+            shares = slice_shares(len(split), batch_size, dist.world, dist.rank)
+            yield from zip(split.batches(batch_size, generator=gen, shard=(dist.rank, dist.world)), shares, strict=True)
+            return
+        for batch in split.batches(batch_size, generator=gen):
+            yield dist.shard(batch)
 
     def method_epoch_start(self, epoch: int) -> None:
         """The method's epoch hook (PMR's prototypes, G-Blending's weights); logs what it returns."""
