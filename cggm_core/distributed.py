@@ -22,6 +22,19 @@ backward. One bucketed all-reduce of every gradient after each backward (what DD
 without overlapping communication with the backward) is exact for all of them. Parameters and
 buffers start from rank 0's (`broadcast_module`), as DDP's constructor does.
 
+What each method reduces (everything else is computed from reduced values, or from weights that
+are the same on every rank): every method, ε (the Stepper) and the gradients after each backward;
+`cggm` (`paper`, `stable`) g_Ω with its graph and each g_m (`reference` reads weights only);
+`ogm_ge` and `pmr` their per-modality scores (batch sums; PMR's prototypes are computed from the
+same batches on every rank and taken from rank 0); `agm` its scores (batch means), its hooks
+then scale identical coefficients; `mmpareto` g_uni (autograd.grad of a slice mean); `mla` the
+mean input of the shared head's last layer (its projector), one reduction per pass, as each pass
+has its own backward; `gblending` estimates on every rank and takes rank 0's G and O; `uniform`,
+`mslr`, `unimodal`, `joint` need nothing beyond the gradients. Logged per-slice means (losses,
+MLA's fusion weights) are reduced on logging steps (`StepState.slice_means`). Exact as long as the
+loss is a mean over samples; a pooled loss (segmentation's soft Dice, a class-weighted CE) becomes
+the mean of the slices' losses, as under DDP.
+
 `LOCAL` is the one-process version: `shard` returns the batch and 1.0, every reduction returns its
 input; the single-process path pays one attribute lookup per call and nothing else.
 """
