@@ -38,19 +38,19 @@ def s(steps: list[int], values: list[float]) -> Series:
 
 def test_panels_come_from_the_catalog_families_with_a_catch_all() -> None:
     keys = ["acc/m0", "acc/m1", "coef/m0", "cos/m1", "train/loss", "loss/gm", "val/acc", "val/acc/m0"]
-    keys += ["ogm/score/m0", "gblend/weight/m0", "probe/acc/m0", "test/acc", "epoch"]
+    keys += ["ogm/score/m0", "mystery/weight/m0", "probe/acc/m0", "test/acc", "epoch"]
     groups = [(f.name, ks) for f, ks in FAMILIES.group(keys)]
     assert groups == [
         ("acc", ["acc/m0", "acc/m1"]),
         ("coef", ["coef/m0"]),
         ("cos", ["cos/m1"]),
         ("losses", ["loss/gm", "train/loss"]),
+        ("val", ["val/acc"]),  # the fused metric before the per-modality ones
         ("val_aux", ["val/acc/m0"]),
-        ("val", ["val/acc"]),
         ("ogm_score", ["ogm/score/m0"]),  # a method's own diagnostics: drawn, not dropped
-        ("other:gblend", ["gblend/weight/m0"]),  # unknown family: its own panel, last
+        ("other:mystery", ["mystery/weight/m0"]),  # unknown family: its own panel, last
     ]
-    assert FAMILIES.info("gblend/weight/m0").family.declared is False
+    assert FAMILIES.info("mystery/weight/m0").family.declared is False
     assert drawn_keys(FAMILIES, keys) == sorted(set(keys) - {"probe/acc/m0", "test/acc"})
 
 
@@ -289,7 +289,7 @@ def test_form_sections_fold_advanced_settings_and_hide_what_the_variant_ignores(
     }
     assert secs["Training"][1] and not secs["Advanced"][1]
     assert "epochs" in secs["Training"][0] and "clip" in secs["Advanced"][0]
-    eps = next(x for _, x in settings if x["name"] == "eps_ema")
+    eps = next(x for _, x in settings if x["name"] == "slope_window")
     assert not visible(eps, {"variant": "paper"}) and visible(eps, {"variant": "stable"})
 
 
