@@ -23,6 +23,7 @@ from cggm_core.data.base import LoaderSplit, SourceSubset
 from cggm_core.distributed import LOCAL, slice_bounds, slice_shares
 from cggm_core.group import ProcessGroupJob
 from cggm_core.tracking import read_jsonl
+from cggm_core.worker import make_slots
 
 from . import dist_steps
 from .backend.conftest import TINY_JOB, ServerProcess, start_worker, wait_until
@@ -79,6 +80,29 @@ def test_a_file_backed_split_reads_only_each_ranks_slice() -> None:
     small = LoaderSplit(SourceSubset(Numbered(), [0, 1, 2, 3, 4]))
     last = [list(small.batches(4, None, shard=(r, 3)))[-1].xs["a"][:, 0].tolist() for r in range(3)]
     assert last == [[4.0], [4.0], [4.0]] and [slice_shares(5, 4, 3, r)[-1] for r in range(3)] == [1.0, 0.0, 0.0]
+
+
+def test_worker_slots_share_out_the_gpus() -> None:
+    assert [s.gpus for s in make_slots([0, 1, 2, 3], 2)] == [(0, 1), (2, 3)]
+    assert [s.gpus for s in make_slots([3, 5], 1)] == [(3,), (5,)]
+    assert [(s.procs, s.gpus) for s in make_slots(None, 2)] == [(2, None)]  # K gloo processes on the CPU
+    assert make_slots(None, 1) == []  # no slots: the worker trains in its own process, as before
+    for gpus, k, message in (([0, 1, 2], 2, "not a multiple of 2"), ([0, 0], 1, "distinct"), ([0], 0, ">= 1")):
+        with pytest.raises(ValueError, match=message):
+            make_slots(gpus, k)
+
+
+def test_worker_refuses_gpus_it_does_not_have() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA GPUs")
+    done = subprocess.run(
+        [CGGM, "worker", "--gpus", "0,1", "--gpus-per-job", "2", "--server", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--gpus 0,1: this machine shows 0 CUDA GPU(s)" in done.stderr
 
 
 # -- the Stepper of every method: 2 processes against 1 ------------------------------------------------
