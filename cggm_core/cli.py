@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,6 +260,10 @@ def cmd_train_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def strip_nproc(argv: Sequence[str]) -> list[str]:
     """argv without --nproc-per-node N (or --nproc-per-node=N): what each rank is started with."""
     out: list[str] = []
@@ -307,6 +312,7 @@ def cmd_train_group(args: argparse.Namespace) -> int:
         if 0 < gpus < args.nproc_per_node:  # each rank takes cuda:LOCAL_RANK
             raise SettingError(f"--nproc-per-node {args.nproc_per_node}: only {gpus} GPU(s) visible; use --device cpu")
     group = ProcessGroupJob(train_argv(strip_nproc(args.argv)), args.nproc_per_node, env=env)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops the run as Ctrl-C does
     group.start()
     try:
         while True:
@@ -315,10 +321,12 @@ def cmd_train_group(args: argparse.Namespace) -> int:
                 break
             except KeyboardInterrupt:
                 if group.stop_asked:
-                    group.kill()
                     raise
                 print("cggm: stopping at the next step (Ctrl-C again kills the ranks)", file=sys.stderr)
                 group.ask_stop()
+    except BaseException:
+        group.kill()  # never leave ranks behind without a watcher
+        raise
     finally:
         group.cleanup()
     if outcome.ok:

@@ -9,7 +9,8 @@ CUDA_VISIBLE_DEVICES set to the slot's GPUs), so the rank's code is the same und
 CGGM_GROUP_DIR, a folder the parent and its ranks share:
 
 * `stop`: created by the parent to stop the job gracefully: rank 0 sees it at its next step and
-  broadcasts the stop to every rank (`rank_should_stop`);
+  broadcasts the stop to every rank (`rank_should_stop`); rank 0 stops the same way when its
+  parent is gone (killed: nobody would watch the ranks any more);
 * `error-<rank>.json`: written by a rank that raises (`write_rank_error`), with the time, the error
   and its traceback's tail, so the parent can say which rank failed first and why.
 
@@ -41,6 +42,7 @@ from typing import Any
 ENV_GROUP_DIR = "CGGM_GROUP_DIR"
 ENV_RUN_ID = "CGGM_GROUP_RUN_ID"  # rank 0 streams to this existing run (the parent created or claimed it)
 ENV_HEARTBEAT_S = "CGGM_GROUP_HEARTBEAT_S"
+ENV_PARENT = "CGGM_GROUP_PARENT"  # the watching parent's pid
 TRACEBACK_TAIL_CHARS = 4000
 
 
@@ -58,7 +60,10 @@ def group_dir() -> Path | None:
 def rank_should_stop() -> bool:
     """The parent of this process group asked the job to stop (rank 0 polls this every step)."""
     folder = group_dir()
-    return folder is not None and (folder / "stop").exists()
+    if folder is None:
+        return False
+    parent = os.environ.get(ENV_PARENT)
+    return (folder / "stop").exists() or (parent is not None and str(os.getppid()) != parent)
 
 
 def write_rank_error(exc: BaseException) -> None:
@@ -127,6 +132,7 @@ class ProcessGroupJob:
             PYTHONUNBUFFERED="1",
         )
         env[ENV_GROUP_DIR] = str(self.dir)
+        env[ENV_PARENT] = str(os.getpid())
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
         return env
