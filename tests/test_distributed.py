@@ -3,6 +3,7 @@ every rank, resume, Stop reaching every rank, and a killed rank failing the run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -325,3 +326,32 @@ def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc (Linux)")
+def test_ranks_whose_parent_is_killed_stop_instead_of_running_on(tmp_path: Path) -> None:
+    args = [*TRAIN, "--epochs", "5000", "--out", str(tmp_path / "out"), "--nproc-per-node", "2"]
+    proc = subprocess.Popen([CGGM, "train", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks: dict[int, int] = {}
+    try:
+        ranks = wait_until(lambda: (c := children_by_rank(proc.pid)) and len(c) == 2 and c, 120, "both ranks")
+        wait_until(lambda: (tmp_path / "out" / "metrics.jsonl").exists(), 120, "the first points")
+        proc.kill()
+        proc.wait(timeout=30)
+
+        def gone(pid: int) -> bool:
+            try:
+                return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                return True
+
+        wait_until(lambda: all(gone(pid) for pid in ranks.values()), 120, "the orphaned ranks to stop")
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["status"] == "stopped" and summary["steps"] < 5000 * 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in ranks.values():  # orphans are no longer the parent's children: kill them by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
