@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a JSON file holding a flat job config (flags override it)")
     t.add_argument("--list", action="store_true", help="print every dataset and method with its settings")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N local processes (gloo on the CPU, NCCL on CUDA: one GPU each); batch_size stays the "
+        "global batch. Under torchrun leave it out: the ranks come from torchrun's environment",
+    )
     add_train_server_args(t)
     y = sub.add_parser(
         "sync",
@@ -101,13 +110,27 @@ def add_train_server_args(t: argparse.ArgumentParser) -> None:
 
 def open_remote_run(args: argparse.Namespace, job: JobConfig) -> RemoteRun | None:
     """With --server: an external run, streamed to, heartbeating (a Stop in the dashboard stops
-    training), ended with the summary or the error (cggm_core.remote)."""
+    training), ended with the summary or the error (cggm_core.remote). In a process group whose
+    parent created or claimed the run ($CGGM_GROUP_RUN_ID), rank 0 streams to that run."""
     if not args.server:
         return None
-    from .remote import BackendError, RemoteRun, sync_in_background
+    from .group import ENV_HEARTBEAT_S, ENV_RUN_ID, rank_should_stop
+    from .remote import BackendClient, BackendError, RemoteRun, sync_in_background
 
     if args.retry_s < 0:
         raise SettingError(f"--retry-s must be >= 0 seconds; got {args.retry_s:g}")
+    attach = os.environ.get(ENV_RUN_ID)
+    if attach:
+        heartbeat_s = float(os.environ.get(ENV_HEARTBEAT_S, "2.0"))
+        client = BackendClient(args.server, args.token)
+        return RemoteRun(
+            client,
+            int(attach),
+            heartbeat_s=heartbeat_s,
+            retry_s=args.retry_s,
+            also_stop=rank_should_stop,
+            owns_client=True,
+        )
     try:
         remote = RemoteRun.create(args.server, job.flat(), name=args.run_name, token=args.token, retry_s=args.retry_s)
     except BackendError as e:
@@ -145,13 +168,10 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
     return raw
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def load_train_job(args: argparse.Namespace) -> tuple[JobConfig, Path | None]:
+    """The job `cggm train` runs (from a checkpoint with --resume) and the --out it implies there."""
     from . import config as cfg
-    from .trainer import Trainer, pick_device
 
-    if args.list:
-        print(cfg.format_catalog())
-        return 0
     if args.resume:
         import torch
 
@@ -163,9 +183,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raw = train_config(args)
         out = None
-    job = cfg.resolve(raw)
+    return cfg.resolve(raw), out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import config as cfg
+    from .distributed import env_world
+
+    if args.list:
+        print(cfg.format_catalog())
+        return 0
+    if args.nproc_per_node < 1:
+        raise SettingError(f"--nproc-per-node must be >= 1; got {args.nproc_per_node}")
+    if args.nproc_per_node > 1:
+        if env_world() > 1:
+            raise SettingError("--nproc-per-node: this process is already a rank of a group (WORLD_SIZE is set)")
+        return cmd_train_group(args)
+    return cmd_train_rank(args)
+
+
+def cmd_train_rank(args: argparse.Namespace) -> int:
+    """One process of `cggm train`: the whole job, or one rank of it (torchrun, --nproc-per-node)."""
+    from .distributed import from_env, rank_device
+    from .group import group_dir, rank_should_stop, write_rank_error
+    from .trainer import Trainer, pick_device
+
+    job, out = load_train_job(args)
     try:
-        device = pick_device(args.device)
+        device = pick_device(rank_device(args.device))
     except (ValueError, RuntimeError) as e:
         raise SettingError(f"--device: {e}") from None
     if device.type == "cpu" and "CGGM_THREADS" not in os.environ:
@@ -174,20 +219,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # measured: 2 threads are no faster on small models and collapse under load
     if out is None:
         out = Path(args.out) if args.out else Path("runs") / f"{job.dataset}-{job.method}-{job.trainer.seed}"
-    remote = open_remote_run(args, job)
-    with remote if remote is not None else contextlib.nullcontext():
+    try:
+        dist = from_env(device)
+    except ValueError as e:
+        raise SettingError(f"distributed: {e}") from None
+    in_group = group_dir() is not None  # a parent watches the ranks and reports failures
+    remote = open_remote_run(args, job) if dist.is_main else None  # rank 0 alone creates and logs the run
+    stops = [f for f in (remote.should_stop if remote else None, rank_should_stop if in_group else None) if f]
+    try:
         trainer = Trainer(
             job,
             out,
             str(device),
             sink=remote.sink if remote else None,
             progress=not args.no_progress,
-            should_stop=remote.should_stop if remote else None,
+            should_stop=(lambda: any(f() for f in stops)) if stops else None,
+            dist=dist,
         )
         trainer.setup(resume=args.resume)
         result = trainer.fit()
         if remote is not None:
             remote.finish(result.status, {**result.summary, "logged_points": result.logged_points})
+    except BaseException as e:
+        write_rank_error(e)
+        if remote is not None:
+            # In a group the parent reports the failure with its root cause (which rank, why).
+            remote.abandon() if in_group else remote.fail(e)
+        raise
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     s = result.summary
     metric = s["metric"]
     line = f"{result.status}: test {metric} {s['test'].get(f'test/{metric}', float('nan')):.4f}"
@@ -196,6 +258,86 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(line)
     print(f"wrote {out}/config.json, metrics.jsonl, summary.json, checkpoint.pt")
     return 0
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def strip_nproc(argv: Sequence[str]) -> list[str]:
+    """argv without --nproc-per-node N (or --nproc-per-node=N): what each rank is started with."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            out.append(a)
+    return out
+
+
+def cmd_train_group(args: argparse.Namespace) -> int:
+    """`cggm train --nproc-per-node N`: N ranks of this command on this machine, watched together.
+
+    With --server the run is created here and rank 0 streams to it; a rank that fails or is killed
+    fails the run with its error (cggm_core/group.py); Ctrl-C stops the run at the next step (a
+    second one kills the ranks)."""
+    from .group import ENV_RUN_ID, ProcessGroupJob, train_argv
+
+    job, _ = load_train_job(args)  # checked here, before any rank starts
+    env = dict(os.environ)
+    client = None
+    run_id: int | None = None
+    if args.server:
+        from .remote import BackendClient, BackendError
+
+        if args.retry_s < 0:
+            raise SettingError(f"--retry-s must be >= 0 seconds; got {args.retry_s:g}")
+        client = BackendClient(args.server, args.token)
+        try:
+            run_id = int(client.create_run(job.flat(), name=args.run_name)["id"])
+        except BackendError as e:
+            client.close()
+            raise SettingError(f"--server: {e}") from None
+        with contextlib.suppress(Exception):
+            client.heartbeat(run_id)  # from now on the backend declares the run lost if nobody beats
+        env[ENV_RUN_ID] = str(run_id)
+        print(f"cggm: logging to {client.server}/api/runs/{run_id}", file=sys.stderr)
+    if args.device in ("auto", "cuda"):
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if 0 < gpus < args.nproc_per_node:  # each rank takes cuda:LOCAL_RANK
+            raise SettingError(f"--nproc-per-node {args.nproc_per_node}: only {gpus} GPU(s) visible; use --device cpu")
+    group = ProcessGroupJob(train_argv(strip_nproc(args.argv)), args.nproc_per_node, env=env)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops the run as Ctrl-C does
+    group.start()
+    try:
+        while True:
+            try:
+                outcome = group.wait()
+                break
+            except KeyboardInterrupt:
+                if group.stop_asked:
+                    raise
+                print("cggm: stopping at the next step (Ctrl-C again kills the ranks)", file=sys.stderr)
+                group.ask_stop()
+    except BaseException:
+        group.kill()  # never leave ranks behind without a watcher
+        raise
+    finally:
+        group.cleanup()
+    if outcome.ok:
+        if client is not None:
+            client.close()
+        return 0
+    print(f"cggm: error: {outcome.error}", file=sys.stderr)
+    if client is not None and run_id is not None:
+        client.finish(run_id, "failed", None, outcome.error, retry_s=args.retry_s)
+        client.close()
+    return 1
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -237,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)[1:]  # after the subcommand's name
         if args.command is None:
             parser.print_help()
             return 2

@@ -57,6 +57,21 @@ def add_stack_parsers(sub: Any) -> None:
         "what is left stays in the spool for `cggm sync`",
     )
     w.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    w.add_argument(
+        "--gpus",
+        help="the GPUs this worker owns, e.g. 0,1,2,3: shared out in slots of --gpus-per-job, each slot training "
+        "its own job at the same time (NCCL across the slot's GPUs)",
+    )
+    w.add_argument(
+        "--gpus-per-job",
+        "--procs-per-job",
+        dest="procs_per_job",
+        type=int,
+        default=1,
+        metavar="K",
+        help="processes (ranks) per job: with --gpus, K GPUs per job; without, K processes on --device "
+        "(gloo on the CPU). 1 (the default, without --gpus) trains in the worker's own process",
+    )
 
     u = sub.add_parser(
         "up",
@@ -195,10 +210,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.heartbeat_s <= 0 or args.poll_s <= 0:
         raise SettingError("--heartbeat-s and --poll-s must be positive numbers of seconds")
+    gpus = _parse_gpus(args.gpus) if args.gpus else None
     try:
-        pick_device(args.device)
+        if gpus is not None:
+            import torch
+
+            visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if max(gpus) >= visible:
+                raise SettingError(f"--gpus {args.gpus}: this machine shows {visible} CUDA GPU(s)")
+        else:
+            pick_device(args.device)
+        from .worker import make_slots
+
+        make_slots(gpus, args.procs_per_job)
     except (ValueError, RuntimeError) as e:
-        raise SettingError(f"--device: {e}") from None
+        raise SettingError(f"--device: {e}" if gpus is None else str(e)) from None
     options = WorkerOptions(
         server=args.server,
         device=args.device,
@@ -210,12 +236,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
         out_dir=Path(args.out_dir) if args.out_dir else None,
         spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         progress=not args.no_progress,
+        gpus=gpus,
+        procs_per_job=args.procs_per_job,
     )
     if args.retry_s is not None:
         if args.retry_s < 0:
             raise SettingError("--retry-s must be a number of seconds >= 0")
         options.finish_retry_s = args.retry_s
     return run_worker(options)
+
+
+def _parse_gpus(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingError(f"--gpus {text!r}: expected GPU indices separated by commas, e.g. 0,1,2,3") from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:

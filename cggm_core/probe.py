@@ -62,15 +62,24 @@ def update_norms(model: MultimodalNet, before: Mapping[str, Sequence[torch.Tenso
 
 
 def gradient_cosines(
-    model: MultimodalNet, aux: AuxHeads, task_loss: torch.Tensor, aux_losses: Mapping[str, torch.Tensor]
+    model: MultimodalNet,
+    aux: AuxHeads,
+    task_loss: torch.Tensor,
+    aux_losses: Mapping[str, torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """cos(g_m, g_Ω): aux head m's last-layer gradient vs the task head's (DESIGN §4 step 5)."""
+    """cos(g_m, g_Ω): aux head m's last-layer gradient vs the task head's (DESIGN §4 step 5).
+
+    `reduce` turns a rank's gradient into the global batch's (several processes: a weighted all-reduce)."""
+    reduce = reduce or (lambda g: g)
     head_w = model.head_last_layer().weight
     g_head = torch.autograd.grad(task_loss, head_w, retain_graph=True, allow_unused=True)[0]
+    if g_head is not None:
+        g_head = reduce(g_head)
     out: dict[str, torch.Tensor] = {}
     for m, loss in aux_losses.items():
         w = aux.last_layer(m).weight
-        g = torch.autograd.grad(loss, w, retain_graph=True)[0]
+        g = reduce(torch.autograd.grad(loss, w, retain_graph=True)[0])
         if g_head is None:
             out[m] = torch.zeros((), device=g.device)
         else:

@@ -280,6 +280,19 @@ class RemoteRun:
         self.status, self.report = status, report
         return report
 
+    def abandon(self) -> DeliveryReport:
+        """Deliver the points and stop heartbeating, but report no end: whoever watches this process
+        (the parent of a process group, cggm_core/group.py) reports it, with the root cause."""
+        try:
+            report = self.sink.close()
+        finally:
+            self._beat.done.set()
+            self._beat.join(timeout=15.0)
+            if self._owns_client:
+                self.client.close()
+        self.status, self.report = "abandoned", report
+        return report
+
     def fail(self, exc: BaseException) -> DeliveryReport:
         """End the run as failed with the error and the tail of its traceback (a Ctrl-C: stopped)."""
         tail = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]

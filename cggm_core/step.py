@@ -22,6 +22,7 @@ import torch
 from . import probe
 from .batch import Batch
 from .config import TrainerConfig
+from .distributed import LOCAL, Dist
 from .methods import METHODS, resolve_method_settings
 from .methods.base import Method, StepState
 from .models import AuxHeads, MultimodalNet
@@ -55,6 +56,7 @@ class Stepper:
         aux_optimizer_name: str | None = None,
         aux_weight_decay: float | None = None,
         resolved: bool = False,
+        dist: Dist | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
@@ -70,6 +72,7 @@ class Stepper:
         self.clip = _DEFAULTS.clip if clip is None else clip
         self.log_every = _DEFAULTS.log_every if log_every is None else log_every
         self.sink = sink
+        self.dist = dist or LOCAL  # several processes: the step's statistics and gradients are all-reduced
         self.momentum = _DEFAULTS.momentum if momentum is None else momentum
         kind = optimizer_name or _DEFAULTS.optimizer
         METHODS[method].check_task(task.name, self.method_cfg)
@@ -103,7 +106,9 @@ class Stepper:
             self.attach_aux(aux)
 
     @classmethod
-    def from_job(cls, model: MultimodalNet, task: Task, job: JobConfig, sink: Sink | None = None) -> Stepper:
+    def from_job(
+        cls, model: MultimodalNet, task: Task, job: JobConfig, sink: Sink | None = None, dist: Dist | None = None
+    ) -> Stepper:
         """The Stepper of a resolved job: its method settings and trainer settings as they are."""
         t = job.trainer
         return cls(
@@ -122,6 +127,7 @@ class Stepper:
             aux_optimizer_name=t.aux_optimizer,
             aux_weight_decay=t.aux_weight_decay,
             resolved=True,
+            dist=dist,
         )
 
     # -- set-up --------------------------------------------------------------------------------
@@ -132,12 +138,24 @@ class Stepper:
             self.aux_optimizer_name, aux.parameters(), self.aux_lr, self.aux_weight_decay, self.momentum
         )
         self.method = METHODS[self.method_name](self.method_cfg, self.model, aux, self.task)
+        self.method.dist = self.dist
 
     # -- the step ------------------------------------------------------------------------------
     def step(
-        self, xs: Mapping[str, torch.Tensor], y: torch.Tensor, masks: Mapping[str, torch.Tensor] | None = None
+        self,
+        xs: Mapping[str, torch.Tensor],
+        y: torch.Tensor,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        share: float | None = None,
     ) -> dict[str, float]:
-        """One optimisation step; returns the logged values on logging steps, {} otherwise."""
+        """One optimisation step; returns the logged values on logging steps, {} otherwise.
+
+        With several processes (`dist`), (xs, y) is this rank's slice of the global batch and `share`
+        its fraction n_r / N of the samples (None: equal slices); ε, every method's batch statistics
+        and the gradients are all-reduced, so every rank takes the step one process would take on
+        the global batch (cggm_core/distributed.py)."""
+        dist = self.dist
+        share = 1.0 / dist.world if share is None else share
         self.global_step += 1
         step = self.global_step
         log = self.log_every > 0 and step % self.log_every == 0
@@ -154,11 +172,16 @@ class Stepper:
         aux_logits = self.aux(feats, masks)  # heads read sg(h_m)
         aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
         eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
-        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks)
+        if dist.enabled:  # ε of the global batch: B and every coefficient the same on every rank
+            # In float64 and back: the global k/N rounds as one process's float32 k/N does.
+            reduced = dist.mean(torch.stack([e.double() for e in eps.values()]), share)
+            eps = {m: r.to(eps[m].dtype) for m, r in zip(eps, reduced.unbind(), strict=True)}
+        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks, share=share)
 
         extra = method.before_backward(state)
         if log and not state.cos:
-            state.cos = probe.gradient_cosines(model, self.aux, task_loss, aux_losses)
+            reduce = (lambda g: dist.mean(g, share)) if dist.enabled else None
+            state.cos = probe.gradient_cosines(model, self.aux, task_loss, aux_losses, reduce=reduce)
         loss = task_loss if extra is None else task_loss + extra
 
         self.aux_optimizer.zero_grad(set_to_none=True)
@@ -174,6 +197,8 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)
             # The aux losses ride on the first backward; they reach only the aux heads (detached input).
             (p.loss + aux_total if i == 0 else p.loss).backward()
+            if dist.enabled:  # before the method reads or scales them; the aux heads' only on the first pass
+                dist.reduce_grads([*model.parameters(), *(self.aux.parameters() if i == 0 else ())], share)
             if log:
                 norms.update({m: probe.grad_norm(model.encoder_params(m)) for m in p.modalities})
             coef.update(method.modulate(state))
@@ -192,7 +217,9 @@ class Stepper:
         return values
 
     def step_batch(self, batch: Batch) -> dict[str, float]:
-        return self.step(batch.xs, batch.y, batch.masks)
+        """A step on a global batch: with several processes, on this rank's slice of it."""
+        local, share = self.dist.shard(batch)
+        return self.step(local.xs, local.y, local.masks, share=share)
 
     def _collect(
         self,
@@ -220,6 +247,12 @@ class Stepper:
             c = coef[m]
             tensors[f"coef/{m}"] = c.detach() if isinstance(c, torch.Tensor) else float(c)
         tensors.update(state.scalars)
+        tensors.update(state.slice_means)
+        if self.dist.enabled:  # the slice's means become the global batch's (one all-reduce)
+            local = ["train/loss", f"train/{task.metric_name}", "loss/total"]
+            local += [f"loss/aux/{m}" for m in self.model.modalities] + list(state.slice_means)
+            stacked = torch.stack([torch.as_tensor(tensors[k]).detach().float().reshape(()) for k in local])
+            tensors.update(zip(local, self.dist.mean(stacked, state.share).unbind(), strict=True))
         values = self._to_floats(tensors, state.task_loss.device)
         active = self.method.active_modalities if self.method else self.model.modalities
         values.update(

@@ -4,6 +4,15 @@ Outputs in `out_dir` (when given): config.json, metrics.jsonl, summary.json and 
 (model, aux heads, optimizers, lr schedule, method state, RNG state, the job config), rewritten atomically
 after every epoch. Resuming from checkpoint.pt continues at the next epoch and appends to
 metrics.jsonl; a resumed run reproduces the uninterrupted one on CPU.
+
+Several processes (`dist`, cggm_core/distributed.py; `cggm train --nproc-per-node`, torchrun, a
+worker's GPU slot): every rank loads the data, builds the model from the same seed and takes rank
+0's weights; `batch_size` is the global batch, each rank steps on its slice of each global batch
+(`Stepper.step_batch`), so the batches are those of one process. Rank 0 alone has sinks, writes the
+outputs and the checkpoint (with every rank's RNG state) and polls `should_stop`, whose answer it
+broadcasts every step; every rank validates (the same weights, the same figures: the schedule
+needs them); only rank 0 tests and probes at the end. A resumed run loads the checkpoint on every
+rank.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +30,11 @@ import torch
 from tqdm import tqdm
 
 from . import probe
+from .batch import Batch
 from .config import JobConfig, resolve
 from .data import DATASETS, MultimodalData
 from .data.base import DataSplit, LoaderSplit, Split, holdout_split
+from .distributed import LOCAL, Dist, slice_shares
 from .methods import METHODS
 from .methods.base import EpochContext
 from .models import MODELS
@@ -80,12 +91,14 @@ class Trainer:
         sink: Sink | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        dist: Dist | None = None,
     ) -> None:
+        self.dist = dist or LOCAL
         self.job = job
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = pick_device(device)
-        self.extra_sink = sink
-        self.progress = progress
+        self.extra_sink = sink if self.dist.is_main else None  # rank 0 alone logs
+        self.progress = progress and self.dist.is_main
         self.should_stop = should_stop or (lambda: False)
         self.start_epoch = 1
         self.best: dict[str, Any] = {}
@@ -120,14 +133,15 @@ class Trainer:
         self.model = MODELS[self.job.model].build(self.job.model_settings, self.data)
         self.model.to(self.device)
         sinks: list[Sink] = []
-        if self.out_dir is not None:
+        dist = self.dist
+        if self.out_dir is not None and dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(self.job.flat(), indent=2) + "\n")
             sinks.append(JsonlSink(self.out_dir / "metrics.jsonl", append=append or resume is not None))
         if self.extra_sink is not None:
             sinks.append(self.extra_sink)
         self.sink = CountingSink(MultiSink(*sinks))
-        self.stepper = Stepper.from_job(self.model, task, self.job, sink=self.sink)
+        self.stepper = Stepper.from_job(self.model, task, self.job, sink=self.sink, dist=dist)
         self.steps_per_epoch = math.ceil(len(self.train_split) / t.batch_size)
         self.schedule: Schedule = make_schedule(t, self.stepper.optimizer, self.steps_per_epoch)
         torch.manual_seed(t.seed + 1)  # aux heads drawn from their own stream, the same in every run
@@ -138,11 +152,19 @@ class Trainer:
             self.schedule.load_state_dict(ckpt.get("schedule", {"name": "none"}))
             self.start_epoch = int(ckpt["epoch"]) + 1
             self.best = ckpt.get("best", {})
-            torch.set_rng_state(ckpt["rng_cpu"])
+            ranks = ckpt.get("rng_ranks")  # every rank's own stream, when the run had several
+            same_world = ranks is not None and len(ranks) == dist.world
+            torch.set_rng_state(ranks[dist.rank] if same_world else ckpt["rng_cpu"])
             if torch.cuda.is_available() and ckpt.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         else:
             self.stepper.attach_aux(aux)
+            if dist.rank > 0:
+                # Each rank draws its own dropout masks; rank 0 keeps the one-process stream.
+                torch.manual_seed(t.seed + 1 + 7919 * dist.rank)
+        # Rank 0's weights on every rank, as DDP's constructor (the same seed built the same ones).
+        dist.broadcast_module(self.model)
+        dist.broadcast_module(aux)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -170,19 +192,24 @@ class Trainer:
             if isinstance(self.train_split, LoaderSplit):
                 self.train_split.set_epoch(epoch)  # e.g. BraTS draws new training slices per epoch
             self.method_epoch_start(epoch)
-            for batch in self.train_split.batches(batch_size, generator=gen):
+            for batch, share in self.local_batches(batch_size, gen):
                 self.schedule.before_step(self.stepper.global_step)
-                values = self.stepper.step_batch(batch)
+                values = self.stepper.step(batch.xs, batch.y, batch.masks, share=share)
                 bar.update(1)
                 if values:
                     bar.set_postfix(
                         loss=f"{values['train/loss']:.3f}", acc=f"{values[f'train/{metric}']:.3f}", refresh=False
                     )
-                if self.should_stop():
+                # Rank 0 asks; every rank gets its answer (one tiny broadcast per step).
+                if self.dist.broadcast_flag(self.dist.is_main and self.should_stop()):
                     status = "stopped"
                     break
             if status == "stopped":
                 break
+            # Rank 0's buffers (BatchNorm statistics, computed per rank on its slices), as DDP does.
+            aux_heads = self.stepper.aux
+            assert aux_heads is not None
+            self.dist.broadcast_tensors([*self.model.buffers(), *aux_heads.buffers()])
             val = self.validate(epoch)
             self.schedule.after_epoch(val["val/loss"])  # before the checkpoint: it holds the next epoch's lr
             bar.set_postfix(val=f"{val[f'val/{primary}']:.3f}", refresh=False)
@@ -191,6 +218,17 @@ class Trainer:
         bar.close()
         summary = self.finish(status, time.time() - started)
         return TrainResult(status, summary, self.out_dir, self.sink.count, self.history)
+
+    def local_batches(self, batch_size: int, gen: torch.Generator) -> Iterator[tuple[Batch, float]]:
+        """This rank's part of each global batch and its share n_r / N (one process: the batch, 1.0).
+        A file-backed split reads only the rank's samples; an in-memory one is sliced."""
+        split, dist = self.train_split, self.dist
+        if dist.enabled and isinstance(split, LoaderSplit):
+            shares = slice_shares(len(split), batch_size, dist.world, dist.rank)
+            yield from zip(split.batches(batch_size, generator=gen, shard=(dist.rank, dist.world)), shares, strict=True)
+            return
+        for batch in split.batches(batch_size, generator=gen):
+            yield dist.shard(batch)
 
     def method_epoch_start(self, epoch: int) -> None:
         """The method's epoch hook (PMR's prototypes, G-Blending's weights); logs what it returns."""
@@ -249,6 +287,9 @@ class Trainer:
     def save_checkpoint(self, epoch: int) -> None:
         if self.out_dir is None:
             return
+        rng_ranks = self.dist.gather_objects(torch.get_rng_state())  # every rank takes part
+        if not self.dist.is_main:
+            return
         ckpt = {
             "config": self.job.flat(),
             "epoch": epoch,
@@ -258,11 +299,16 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
+        if self.dist.world > 1:
+            ckpt["rng_ranks"] = rng_ranks
         tmp = self.out_dir / "checkpoint.pt.tmp"
         torch.save(ckpt, tmp)
         os.replace(tmp, self.out_dir / "checkpoint.pt")
 
     def finish(self, status: str, elapsed_s: float) -> dict[str, Any]:
+        if not self.dist.is_main:  # rank 0 tests, probes and reports; the others are done
+            self.sink.close()
+            return {"status": status, "rank": self.dist.rank, "steps": self.stepper.global_step}
         t = self.job.trainer
         task = self.data.task
         aux = self.stepper.aux
@@ -313,8 +359,9 @@ def train(
     resume: str | Path | None = None,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     job = config if isinstance(config, JobConfig) else resolve(config)
-    trainer = Trainer(job, out_dir, device, sink, progress, should_stop)
+    trainer = Trainer(job, out_dir, device, sink, progress, should_stop, dist)
     trainer.setup(resume=resume)
     return trainer.fit()

@@ -122,7 +122,7 @@ def test_entropy_regulariser_on_the_dominant_modality() -> None:
     p = logits[strong].softmax(1)
     entropy = -(p * p.log()).sum(1).mean()
     assert_close(extra, 2.0 * torch.nn.functional.cross_entropy(logits[weak], y) - 0.5 * entropy)
-    assert_close(state.scalars[f"pmr/entropy/{strong}"], entropy.detach())
+    assert_close(state.slice_means[f"pmr/entropy/{strong}"], entropy.detach())
     method.epoch_index = 1  # E_r = 1: from the second epoch on, only the prototypical CE
     assert_close(
         method.before_backward(state_for(net, aux, xs, y)), 2.0 * torch.nn.functional.cross_entropy(logits[weak], y)

@@ -159,12 +159,16 @@ class LoaderSplit:
             SourceSubset(self.source, rows), self.num_workers, self.pin_memory, groups, self.device, self.seed
         )
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None
+    ) -> Iterator[Batch]:
+        """`shard` = (rank, world): that rank's slice of each global batch only, read and padded on
+        its own (several processes: each rank reads just its samples)."""
         from .loader import make_loader  # torch.utils.data: imported when a run reads files, not with the registry
 
         device = torch.device(self.device) if self.device is not None else torch.device("cpu")
         pin = self.pin_memory and device.type == "cuda"
-        loader = make_loader(self.source, self.groups, batch_size, generator, self.num_workers, pin, self.seed)
+        loader = make_loader(self.source, self.groups, batch_size, generator, self.num_workers, pin, self.seed, shard)
         for batch in loader:
             yield batch.to(device, non_blocking=pin)
 

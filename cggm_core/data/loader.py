@@ -51,6 +51,30 @@ class InMemoryOrder(torch.utils.data.Sampler[int]):
         return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
+class RankSlices(torch.utils.data.Sampler[list[int]]):
+    """One rank's part of each global batch of `order` (several processes, cggm_core/distributed.py):
+    its contiguous slice, or the batch's first sample when the slice is empty (a rank that runs it
+    gives it weight 0). The DataLoader then reads and collates only this rank's samples."""
+
+    def __init__(self, order: InMemoryOrder, batch_size: int, rank: int, world: int) -> None:
+        self.order = order
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world = world
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        from ..distributed import slice_bounds
+
+        idx = list(self.order)
+        for i in range(0, len(idx), self.batch_size):
+            chunk = idx[i : i + self.batch_size]
+            start, end = slice_bounds(len(chunk), self.world, self.rank)
+            yield chunk[start:end] if end > start else chunk[:1]
+
+
 def seed_worker(worker_id: int) -> None:
     # The DataLoader seeds each worker's torch RNG from its generator; numpy and random follow it, so
     # augmentation inside a sample source is reproducible per (seed, worker).
@@ -67,11 +91,18 @@ def make_loader(
     num_workers: int,
     pin_memory: bool,
     seed: int,
+    shard: tuple[int, int] | None = None,
 ) -> torch.utils.data.DataLoader[Batch]:
+    """`shard` = (rank, world): only that rank's slice of each global batch (`RankSlices`)."""
+    order = InMemoryOrder(len(source), generator)
+    batching: dict[str, Any] = (
+        {"batch_size": batch_size, "sampler": order}
+        if shard is None
+        else {"batch_sampler": RankSlices(order, batch_size, *shard)}
+    )
     return torch.utils.data.DataLoader(
         Samples(source, groups),
-        batch_size=batch_size,
-        sampler=InMemoryOrder(len(source), generator),
+        **batching,
         collate_fn=pad_collate,
         num_workers=num_workers,
         pin_memory=pin_memory,

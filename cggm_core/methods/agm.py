@@ -250,6 +250,7 @@ class AGM(Method):
         values = self.subset_outputs(state, with_graph=may_modulate)
         outs = shapley_outputs(values, len(self.modalities))  # out_m, (B, ...) each
         scores = torch.stack([agm_score(self.task, o.detach(), state.y) for o in outs])  # (M,)
+        scores = self.dist.mean(scores, state.share)  # batch means: the global batch's, on every rank
         if state.log:
             means = self.mean_scores if self.mean_scores is not None else torch.zeros_like(scores)
             state.scalars.update({f"agm/score/{m}": s for m, s in zip(self.modalities, scores, strict=True)})

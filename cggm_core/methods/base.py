@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 else:
     from .._lazy import torch
 
+from ..distributed import LOCAL, Dist
 from ..settings import Setting, SettingError
 from ..tasks import Task
 
@@ -66,6 +67,10 @@ class StepState:
     # Filled by methods for the probe (0-d tensors); the probe computes what is missing.
     cos: dict[str, torch.Tensor] = field(default_factory=dict)
     scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # extra keys to log, e.g. loss/gm
+    # Several processes (cggm_core/distributed.py): this rank's fraction n_r / N of the global batch,
+    # and keys to log that are per-sample means over the rank's slice (the Stepper all-reduces them).
+    share: float = 1.0
+    slice_means: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +102,10 @@ class Method:
     settings: ClassVar[list[Setting]] = []
     tasks: ClassVar[frozenset[str] | None] = None  # the tasks it serves; None = every task
     tasks_why: ClassVar[str] = ""  # why the others are refused (said in the error)
+    # The Stepper's process group (LOCAL: one process). A method reduces every statistic it takes
+    # from the batch through it (`dist.mean` of per-sample means, `dist.sum` of batch sums), so that
+    # its coefficients are the global batch's, the same on every rank.
+    dist: Dist = LOCAL
 
     def __init__(self, cfg: Mapping[str, Any], model: MultimodalNet, aux: AuxHeads, task: Task) -> None:
         self.cfg = dict(cfg)

@@ -211,10 +211,14 @@ class CGGM(Method):
     def _paper_gm(self, balance: torch.Tensor, state: StepState) -> torch.Tensor:
         head_w = self.model.head_last_layer().weight
         g_head = torch.autograd.grad(state.task_loss, head_w, create_graph=True)[0]  # (C, H)
+        # Several processes: the global batch's g_Ω, its graph kept (the backward of the reduction
+        # is the identity; cggm_core/distributed.py says why that is exact).
+        g_head = self.dist.mean_grad(g_head, state.share)
         cos_list = []
         for m in self.modalities:
             w = self.aux.last_layer(m).weight
             g_aux = torch.autograd.grad(state.aux_losses[m], w, retain_graph=True)[0].detach()
+            g_aux = self.dist.mean(g_aux, state.share)
             cos_list.append(flat_cos(g_aux, g_head))
         cos = torch.stack(cos_list)  # (M,)
         state.cos.update({m: c.detach() for m, c in zip(self.modalities, cos, strict=True)})

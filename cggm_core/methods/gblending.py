@@ -122,6 +122,9 @@ class GBlending(Method):
         if ctx.heldout is None:
             raise ValueError("gblending needs the trainer's held-out part of train (holdout_fraction > 0)")
         gain, overfit = self.estimate(ctx)
+        # Every rank estimates on the whole split with the same seeds; rank 0's figures are taken
+        # so that a non-deterministic kernel (CUDA) cannot leave the ranks with different weights.
+        gain, overfit = self.dist.gather_objects((gain, overfit))[0]
         self.weights = blend_weights(gain, overfit)
         out: dict[str, float] = {}
         for k in self.weights:
@@ -200,7 +203,7 @@ class GBlending(Method):
     def passes(self, state: StepState, loss: torch.Tensor) -> Iterator[Pass]:
         uni = unimodal_losses(self.aux, self.task, state.feats, state.y, state.masks, self.modalities)
         if state.log:
-            state.scalars.update({f"gblend/loss_uni/{m}": u.detach() for m, u in uni.items()})
+            state.slice_means.update({f"gblend/loss_uni/{m}": u.detach() for m, u in uni.items()})
         blended = self.weights[FUSED] * state.task_loss + sum(self.weights[m] * uni[m] for m in self.modalities)
         yield Pass(blended, self.modalities)
 

@@ -205,7 +205,7 @@ class MLA(Method):
             self._capturing = False
             loss_m = self.task.loss(z, state.y)
             if state.log:
-                state.scalars[f"mla/loss/{m}"] = loss_m.detach()
+                state.slice_means[f"mla/loss/{m}"] = loss_m.detach()
             yield Pass(loss_m, [m])
         self.batch_in_epoch += 1
 
@@ -216,21 +216,22 @@ class MLA(Method):
 
     def modulate(self, state: StepState) -> dict[str, torch.Tensor | float]:
         if self.projection != "off":
-            self.project_head_gradient()
+            self.project_head_gradient(state.share)
         self.updates += 1
         if state.log and self.last_weights is not None:
-            state.scalars.update(
+            state.slice_means.update(
                 {f"mla/fusion_weight/{m}": w for m, w in zip(self.modalities, self.last_weights, strict=True)}
             )
         return dict.fromkeys(self.modalities, 1.0)
 
-    def project_head_gradient(self) -> None:
+    def project_head_gradient(self, share: float = 1.0) -> None:
         grad = self.head_layer.weight.grad
         if self.head_input is None or grad is None:
             return
         x = self.head_input
         dims = [d for d in range(x.ndim) if d != (x.ndim - 1 if isinstance(self.head_layer, nn.Linear) else 1)]
         r = x.float().mean(dim=dims).reshape(1, -1)  # (1, D): the batch's mean input of W_Ω
+        r = self.dist.mean(r, share)  # several processes: the global batch's
         if self.projector is None:
             self.projector = torch.eye(r.shape[1], device=r.device)
         if self.updates == 0:  # the official skips its very first update (`train_exp_counter != 0`)

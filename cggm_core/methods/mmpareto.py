@@ -79,6 +79,10 @@ class MMPareto(Method):
             self.uni_grads[m] = torch.cat(
                 [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
             ).detach()
+        if self.dist.enabled:  # g_uni of the global batch (one all-reduce for every encoder)
+            sizes = [g.numel() for g in self.uni_grads.values()]
+            reduced = self.dist.mean(torch.cat(list(self.uni_grads.values())), state.share)
+            self.uni_grads = dict(zip(self.uni_grads, reduced.split(sizes), strict=True))
         return None
 
     def modulate(self, state: StepState) -> dict[str, torch.Tensor | float]:

@@ -190,6 +190,9 @@ class OGMGE(Method):
     def coefficients(self, state: StepState) -> dict[str, torch.Tensor]:
         outputs = unimodal_outputs(self.model, state.feats, state.masks)
         scores = {m: ogm_score(outputs[m], state.y, self.task) for m in self.modalities}
+        if self.dist.enabled:  # batch sums: the global batch's is the sum over ranks
+            summed = self.dist.sum(torch.stack(list(scores.values())), state.share)
+            scores = dict(zip(scores, summed.unbind(), strict=True))
         if state.log:
             state.scalars.update({f"ogm/score/{m}": s for m, s in scores.items()})
         return ogm_coefficients(scores, self.alpha)

@@ -219,6 +219,9 @@ class PMR(Method):
         if old is not None and ctx.epoch >= 3:
             mu = self.cfg["pmr_momentum"]
             fresh = {m: (1 - mu) * c + mu * old[m].to(c.dtype) for m, c in fresh.items()}
+        # Every rank computes them from the same batches; rank 0's are taken, so that a
+        # non-deterministic kernel (CUDA) cannot leave the ranks with different prototypes.
+        self.dist.broadcast_tensors(list(fresh.values()))
         self.prototypes = fresh
         missing = sum(int((c == 0).sum()) for _, c in acc.values())
         return {"pmr/proto_missing_classes": float(missing)}
@@ -231,6 +234,9 @@ class PMR(Method):
         if self.prototypes is None:  # no epoch hook (a user's own loop): this batch gives them
             acc: dict[str, list[torch.Tensor]] = {}
             self.accumulate(state.feats, state.masks, state.y, acc)
+            acc = {
+                m: [self.dist.sum(s, state.share), self.dist.sum(c, state.share)] for m, (s, c) in acc.items()
+            }  # the global batch's
             self.prototypes = {m: self.class_means(s, c, None) for m, (s, c) in acc.items()}
         logits: dict[str, torch.Tensor] = {}
         labels: dict[str, torch.Tensor] = {}
@@ -240,6 +246,9 @@ class PMR(Method):
             logits[m] = prototype_logits(f, self.prototypes[m])  # (N, K), graph into encoder m
             labels[m] = lab
             scores[m] = prototype_score(logits[m], lab)
+        if self.dist.enabled:  # batch sums: the global batch's is the sum over ranks
+            summed = self.dist.sum(torch.stack(list(scores.values())), state.share)
+            scores = dict(zip(scores, summed.unbind(), strict=True))
         ratios = pmr_ratios(scores)
         active = self.in_window()
         self.beta = pmr_coefficients(ratios, self.alpha) if active else dict.fromkeys(self.modalities, 0.0)
@@ -250,7 +259,7 @@ class PMR(Method):
                 if self.beta[m] > 0:
                     terms.append(self.beta[m] * pce)
                 if state.log:
-                    state.scalars[f"pmr/loss_pce/{m}"] = pce.detach()
+                    state.slice_means[f"pmr/loss_pce/{m}"] = pce.detach()
         mu = self.cfg["pmr_mu"]
         per = active and mu > 0 and self.epoch_index < self.cfg["pmr_entropy_epochs"]
         for m in self.modalities:
@@ -258,7 +267,7 @@ class PMR(Method):
                 entropy = mean_entropy(logits[m])
                 terms.append(-mu * entropy)
                 if state.log:
-                    state.scalars[f"pmr/entropy/{m}"] = entropy.detach()
+                    state.slice_means[f"pmr/entropy/{m}"] = entropy.detach()
         if state.log:
             state.scalars.update({f"pmr/score/{m}": s for m, s in scores.items()})
             state.scalars.update({f"pmr/ratio/{m}": r for m, r in ratios.items()})

@@ -79,5 +79,5 @@ class Uniform(Method):
     def before_backward(self, state: StepState) -> torch.Tensor | None:
         losses = unimodal_losses(self.aux, self.task, state.feats, state.y, state.masks, self.modalities)
         if state.log:
-            state.scalars.update({f"uniform/loss_uni/{m}": loss.detach() for m, loss in losses.items()})
+            state.slice_means.update({f"uniform/loss_uni/{m}": loss.detach() for m, loss in losses.items()})
         return self.weight * torch.stack(list(losses.values())).sum()
