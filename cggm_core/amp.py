@@ -70,7 +70,7 @@ class PrecisionError(ValueError):
 class Precision:
     """Autocast and gradient scaling of the Stepper's step, for one device type."""
 
-    def __init__(self, name: str, device: torch.device | str) -> None:
+    def __init__(self, name: str, device: torch.device | str, init_scale: float = 2.0**16) -> None:
         if name not in _DTYPE_NAMES:
             raise PrecisionError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
         self.name = name
@@ -80,7 +80,7 @@ class Precision:
         if self.dtype is not None:
             _check_autocast(self.device_type, self.dtype, name)
         try:
-            self.scaler = torch.amp.GradScaler(self.device_type, enabled=name == "fp16")
+            self.scaler = torch.amp.GradScaler(self.device_type, init_scale=init_scale, enabled=name == "fp16")
         except (RuntimeError, ValueError, TypeError) as e:  # a device type torch has no scaler for
             raise PrecisionError(
                 f"precision fp16 needs a gradient scaler, which torch {torch.__version__} has not for "

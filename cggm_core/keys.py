@@ -98,6 +98,25 @@ FAMILIES: tuple[KeyFamily, ...] = (
         "task",
     ),
     F("epoch", ("epoch",), "epochs done", when="epoch", show=False),
+    # -- the run's system metrics (cggm_core.system), sampled every system_every_s seconds
+    F(
+        "system_gpu_memory",
+        (
+            "system/gpu{name}/memory_allocated_mib",
+            "system/gpu{name}/memory_reserved_mib",
+            "system/gpu{name}/memory_peak_mib",
+        ),
+        "system/gpu*/memory — GPU memory per device: allocated, reserved, peak (MiB)",
+        source="system",
+    ),
+    F(
+        "system_gpu_util",
+        ("system/gpu{name}/utilization_pct",),
+        "system/gpu*/utilization_pct — GPU utilisation per device (%, NVML)",
+        source="system",
+    ),
+    F("system_rss", ("system/process/rss_mib",), "system/process — training process memory (MiB)", source="system"),
+    F("amp_scale", ("amp/grad_scale",), "amp/grad_scale — fp16 gradient scale (halves on a skipped step)", "log"),
     # -- once, at the end of the run (the summary card, not a chart)
     F("test", ("test/loss", "test/{metric}"), "test/* — fused model on the test split", when="end", source="task"),
     F("test_aux", ("test/{eps}/{m}",), "test/*/<m> — aux head per modality on test", when="end", source="task"),
