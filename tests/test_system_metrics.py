@@ -140,3 +140,13 @@ def test_system_keys_belong_to_declared_families_in_core_and_dashboard() -> None
     groups = dict((f.name, ks) for f, ks in dash.group(KEYS))
     assert groups["system_gpu_memory"] == sorted(KEYS[:3])
     assert groups["system_gpu_util"] == ["system/gpu0/utilization_pct"]
+
+
+def test_real_torch_cuda_utilization_answers_or_is_left_out() -> None:
+    """The real call, with the `gpu` extra's NVML bindings installed: on a machine without the
+    NVIDIA driver NVML cannot load, and utilisation is left out instead of failing the run."""
+    got = system._utilization(torch.cuda, 0)
+    if torch.cuda.is_available():
+        assert got is not None and 0.0 <= got <= 100.0
+    else:
+        assert got is None
