@@ -97,10 +97,6 @@ def section_ratios(device: torch.device, args: argparse.Namespace) -> dict[str, 
     return out
 
 
-def precisions(device: torch.device) -> list[str]:
-    return ["fp32", "bf16", "fp16"]  # torch 2.13 autocasts float16 on the CPU too (cggm_core.amp)
-
-
 def section_precision(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in MODELS:
@@ -108,14 +104,14 @@ def section_precision(device: torch.device, args: argparse.Namespace) -> dict[st
         plan = [
             (f"{label} {p}", method, settings, NO_LOG, p)
             for label, method, settings in (("joint", "joint", {}), ("cggm[paper]", "cggm", {"variant": "paper"}))
-            for p in precisions(device)
+            for p in args.precisions
         ]
         ms = timed(wl, device, plan, args)
         print(f"\n### {model}: precision, {wl.describe()}\n{table(ms, 'joint fp32')}")
         ratios = {
             f"{label} {p}/fp32": ms[f"{label} {p}"] / ms[f"{label} fp32"]
             for label in ("joint", "cggm[paper]")
-            for p in precisions(device)
+            for p in args.precisions
             if p != "fp32"
         }
         for k, v in ratios.items():
@@ -220,11 +216,17 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="steps per timed window (default 50; 2 with --cpu-smoke)")
     ap.add_argument("--repeats", type=int, help="interleaved repeats (default 5; 1 with --cpu-smoke)")
     ap.add_argument("--warmup", type=int, help="steps per variant before timing (default 5; 1 with --cpu-smoke)")
+    ap.add_argument(
+        "--precisions",
+        default="fp32,bf16,fp16",
+        help="precision section: fp32 and these (torch 2.13 autocasts float16 on the CPU too, slowly)",
+    )
     ap.add_argument("--ddp-timeout-s", type=float, default=300.0)
     ap.add_argument("--work-dir", default="runs/gpu_check", help="where the ddp runs write their outputs")
     ap.add_argument("--json", help="write every figure here as JSON")
     args = ap.parse_args()
     smoke = args.cpu_smoke
+    args.precisions = ["fp32", *(p for p in args.precisions.split(",") if p.strip() and p.strip() != "fp32")]
     args.steps = args.steps or (2 if smoke else 50)
     args.repeats = args.repeats or (1 if smoke else 5)
     args.warmup = args.warmup or (1 if smoke else 5)

@@ -35,7 +35,9 @@ MMPareto's g_uni, the probe's cosines) never pass through the scaler: under fp16
 where they are tiny (a cosine of a zero vector is 0); bf16 has no such risk.
 
 Aux heads run under autocast with the rest of the forward (their ε is an argmax or a sign, which
-the rounding barely moves, and a float32 head would cost a cast of every feature map). Evaluation
+the rounding barely moves, and a float32 head would cost a cast of every feature map). The
+per-step probe (gradient norms, cosines) runs outside autocast: it only reads gradients, which are
+float32 like the weights they belong to. Evaluation
 (validation, test, Shapley contributions) and the linear probe run in float32: they measure the
 trained weights, not the rounding of a reduced-precision forward.
 

@@ -8,7 +8,8 @@
 knows its feature shapes, else from the first batch's features), the model and aux optimizers
 (the aux heads' of the model's kind by default, as the official code; lr · `aux_lr_ratio`, their
 own weight decay), the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
-logging steps (`step % log_every == 0`). Settings left out default to the trainer's
+logging steps (`step % log_every == 0`). `precision` (fp32 | bf16 | fp16) puts the forward under
+autocast and, for fp16, the backward under a gradient scaler (cggm_core.amp). Settings left out default to the trainer's
 (`TrainerConfig`); `Stepper.from_job` takes a resolved job as it is.
 """
 
