@@ -20,7 +20,9 @@
 
 Checked here (torch 2.13, CPU build): CPU autocast runs float16 (linear layers return float16) and
 `GradScaler("cpu")` scales and unscales, so fp16 is supported on the CPU too, which lets the tests
-drive a real scaler. `Precision` checks at start that autocast really produces the dtype asked for
+drive a real scaler; it is not refused, but it is slow there (the segnet's step measured 18x
+fp32's: float16 convolutions are emulated), so choosing it on the CPU logs a warning saying so,
+and bf16 is the CPU's reduced precision (0.78-0.92x fp32's step time, BENCHMARKS.md §1.1). `Precision` checks at start that autocast really produces the dtype asked for
 (older torch silently disables CPU float16 autocast with a warning) and refuses with a clear error
 otherwise.
 
@@ -88,6 +90,11 @@ class Precision:
                 f"precision fp16 needs a gradient scaler, which torch {torch.__version__} has not for "
                 f"{self.device_type!r} ({e}); use bf16 or fp32"
             ) from e
+        if name == "fp16" and self.device_type == "cpu":
+            log.warning(
+                "precision fp16 on the CPU runs, but measured 18x slower than fp32 (the segnet, BENCHMARKS.md "
+                "§1.1: float16 kernels are emulated); bf16 is the CPU's reduced precision"
+            )
 
     @property
     def scaling(self) -> bool:
