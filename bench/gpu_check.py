@@ -17,8 +17,14 @@ status is 1 if any failed):
   `cggm train` has `--nproc-per-node`: the same small job with 1 and with 2 processes, wall time
   and exit status of each. Skipped, with the reason, otherwise.
 
-Sized for the device budget: at the defaults the whole check takes a few minutes on one H200-class
-GPU (most of it the 2 × ~16 variants of `ratios`); `--sections` runs a subset.
+Sized for the device budget: at the defaults the whole check should take a few minutes on one H200-class
+GPU (an estimate: not yet run on one; most of it the 2 × ~16 variants of `ratios`); `--sections` runs a subset.
+
+On this workplace's lent H200 (its python3 holds torch with CUDA, numpy, tqdm, httpx and
+nvidia-ml-py; nothing needs installing), one call of the device tool, with room to rerun inside
+the 15 minutes:
+
+    PYTHONPATH=. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --steps 30 --json $OUT/gpu_check.json
 """
 
 from __future__ import annotations
