@@ -72,7 +72,12 @@ class KeyFamily:
 F = KeyFamily
 FAMILIES: tuple[KeyFamily, ...] = (
     # -- the probe: every method logs these at every log step (DESIGN §6)
-    F("acc", ("acc/{m}",), "acc/* — aux-head accuracy per modality (ε_m)", better="max"),
+    F(
+        "acc",
+        ("acc/{m}",),
+        "acc/* — aux head's batch metric ε_m per modality (accuracy, sign accuracy or Dice)",
+        better="max",
+    ),
     F("grad_norm", ("grad_norm/{m}",), "grad_norm/* — encoder gradient norm, before modulation", "log"),
     F("grad_norm_mod", ("grad_norm_mod/{m}",), "grad_norm_mod/* — encoder gradient norm after modulation", "log"),
     F("update_norm", ("update_norm/{m}",), "update_norm/* — how far each encoder moved in the step", "log"),

@@ -173,6 +173,9 @@ class Stepper:
         norms: dict[str, torch.Tensor] = {}
         norms_mod: dict[str, torch.Tensor] = {}
         coef: dict[str, torch.Tensor | float] = {}
+        # θ before any pass: `update_norm/<m>` is the whole step's move (MLA makes one pass per modality).
+        before = probe.encoder_snapshot(model) if log else {}
+
         # Most methods make one pass; the next pass is built after this one's optimizer step.
         for i, p in enumerate(amp.each(method.passes(state, loss))):
             self.optimizer.zero_grad(set_to_none=True)
@@ -193,7 +196,7 @@ class Stepper:
             amp.update()  # per pass: a scaler unscales an optimizer once between updates
         if not log:
             return {}
-        values = self._collect(state, loss, coef, norms, norms_mod)
+        values = self._collect(state, loss, coef, norms, norms_mod, probe.update_norms(model, before))
         self.last = values
         if self.sink is not None:
             log_dict(self.sink, values, step)
@@ -209,6 +212,7 @@ class Stepper:
         coef: Mapping[str, torch.Tensor | float],
         norms: Mapping[str, torch.Tensor],
         norms_mod: Mapping[str, torch.Tensor],
+        updates: Mapping[str, torch.Tensor],
     ) -> dict[str, float]:
         task = self.task
         tensors: dict[str, torch.Tensor | float] = {
@@ -222,6 +226,7 @@ class Stepper:
             tensors[f"loss/aux/{m}"] = state.aux_losses[m].detach()
             tensors[f"grad_norm/{m}"] = norms[m]
             tensors[f"grad_norm_mod/{m}"] = norms_mod[m]
+            tensors[f"update_norm/{m}"] = updates[m]
             tensors[f"cos/{m}"] = state.cos[m]
             c = coef[m]
             tensors[f"coef/{m}"] = c.detach() if isinstance(c, torch.Tensor) else float(c)

@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 
 from dash import dcc, html
 
+from .figures import placeholder_figure
+
 # Plotly's own toImage button is the PNG export; keep it, drop the clutter and anything that
 # sends data to Plotly's cloud ("Edit in Chart Studio" / "Share chart").
 GRAPH_CONFIG: dict[str, Any] = {
@@ -74,8 +76,11 @@ def view_controls(prefix: str, query: Mapping[str, Any], extra: Sequence[Any] = 
     )
 
 
-def chart_panel(graph_type: str, name: str, *, scale: str, csv_href: str | None) -> html.Div:
-    """A graph with its own y-scale toggle and a link to the CSV of its full series (Plotly's PNG button stays)."""
+def chart_panel(graph_type: str, name: str, *, scale: str, csv_href: str | None, title: str = "") -> html.Div:
+    """A graph with its own y-scale toggle and a link to the CSV of its full series (Plotly's PNG button stays).
+
+    Until the browser draws it, the graph shows its `title` (Plotly-escaped) and "drawing…".
+    """
     header: list[Any] = [
         dcc.RadioItems(
             id={"type": f"{graph_type}-scale", "name": name},
@@ -93,7 +98,7 @@ def chart_panel(graph_type: str, name: str, *, scale: str, csv_href: str | None)
             dcc.Graph(
                 id={"type": f"{graph_type}-graph", "name": name},
                 config=GRAPH_CONFIG,
-                figure={"layout": {"height": 300}},
+                figure=placeholder_figure(title),
             ),
             # Set by the browser when a panel far down the page comes into view (assets/cggm_dash.js).
             dcc.Store(id={"type": f"{graph_type}-vis", "name": name}),

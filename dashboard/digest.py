@@ -120,11 +120,12 @@ class RunDigest:
             tally.fold(fresh)
         return bool(fresh)
 
-    def to_json(self) -> dict[str, Any]:
-        """What the page's clientside code reads: panel title extras and the 'now' lines."""
+    def to_json(self, eps: str | None = None) -> dict[str, Any]:
+        """What the page's clientside code reads: panel title extras and the 'now' lines (`eps`:
+        the name of ε for the run's task, run_view.eps_label)."""
         return {
             "coef": self.coef.describe() if self.coef.total else "",
-            "now": [self.dominance[m].describe() for m in DOMINANCE_METRICS],
+            "now": [self.dominance[m].describe(eps if m == "acc" else None) for m in DOMINANCE_METRICS],
             "shares": {m: t.shares() for m, t in self.dominance.items()},
         }
 

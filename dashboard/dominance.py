@@ -127,9 +127,9 @@ class DominanceTally:
             if step in done or complete or (self.last_step is not None and step < self.last_step):
                 del self.pending[step]
 
-    def describe(self) -> str:
-        """'accuracy: kar leads by +0.458 now (led 96% of steps)'."""
-        name = ROW_NAMES.get(self.metric, self.metric)
+    def describe(self, name: str | None = None) -> str:
+        """'accuracy: kar leads by +0.458 now (led 96% of steps)'; `name` instead of the metric's row name."""
+        name = name or ROW_NAMES.get(self.metric, self.metric)
         if self.now is None:
             return f"{name}: no data yet"
         lead, margin = self.now

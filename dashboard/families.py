@@ -88,6 +88,11 @@ class Families:
                 self._rules.append((re.compile(f"^{rx}$"), f))
         self._order = {f.name: i for i, f in enumerate(self.families)}
         self._cache: dict[str, KeyInfo] = {}
+        # Each task's evaluation metrics in the catalog's order (the summary card's table).
+        self.task_metrics: dict[str, list[tuple[str, str]]] = {
+            str(task): [(str(m["name"]), str(m.get("title", m["name"]))) for m in ms if "name" in m]
+            for task, ms in (keys_doc.get("task_metrics") or {}).items()
+        }
         self.metric_better = {
             str(m["name"]): m.get("better")
             for ms in (keys_doc.get("task_metrics") or {}).values()

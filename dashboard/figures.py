@@ -1,4 +1,5 @@
-"""Figures built on the server: the static ones of Compare (a sweep's parallel coordinates).
+"""Figures built on the server: the static ones of Compare (a sweep's parallel coordinates), and
+the placeholder a chart shows until the browser draws it.
 
 Line charts are drawn in the browser from raw series (assets/cggm_plot.js), so that smoothing and
 scale toggles need no round trip; what stays here has no toggle.
@@ -15,6 +16,7 @@ import plotly.graph_objects as go
 from .configs import format_setting
 from .text import plotly_text
 
+DRAWING = "drawing…"
 MISSING = "—"  # a setting a run does not have (another method's), shown as its own category
 
 
@@ -58,3 +60,36 @@ def _finite_or_none(v: Any) -> float | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         return float(v)
     return None
+
+
+def placeholder_figure(title: str, text: str = DRAWING, height: int = 300) -> dict[str, Any]:
+    """A chart not drawn yet: its title and why it is empty ("drawing…"), no axes.
+
+    Plotly draws an empty figure as axes from −1 to 6 with no title, which reads as a chart with no
+    data. The browser replaces this with the real figure, or with "scroll to draw" for a panel far
+    down the page (assets/cggm_dash.js draws it when it comes near); the same shape as
+    cggmPlot.placeholderFigure in assets/cggm_plot.js. `title` is already Plotly-escaped.
+    """
+    hidden = {"visible": False, "showgrid": False, "zeroline": False}
+    return {
+        "data": [],
+        "layout": {
+            "title": {"text": title, "font": {"size": 14}},
+            "height": height,
+            "margin": {"l": 60, "r": 10, "t": 40, "b": 40},
+            "xaxis": hidden,
+            "yaxis": hidden,
+            "annotations": [
+                {
+                    "text": text,
+                    "showarrow": False,
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 0.5,
+                    "y": 0.5,
+                    "font": {"size": 13, "color": "#888"},
+                    "name": "placeholder",
+                }
+            ],
+        },
+    }

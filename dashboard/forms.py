@@ -11,31 +11,62 @@ from .form_values import parse_value_list
 MAX_SWEEP_RUNS = 100
 
 
-def settings_for(catalog: dict[str, Any], dataset: str | None, method: str | None) -> list[tuple[str, dict]]:
-    """[(section, setting)] of the chosen dataset, then method, then the trainer."""
+def settings_for(
+    catalog: dict[str, Any], dataset: str | None, method: str | None, model: str | None = None
+) -> list[tuple[str, dict]]:
+    """[(section, setting)] of the chosen dataset, then method, then model (the dataset's own when
+    None), then the trainer."""
+    model = model or default_model(catalog, dataset)
     out: list[tuple[str, dict]] = []
-    for section, items in (("dataset", catalog.get("datasets", [])), ("method", catalog.get("methods", []))):
-        chosen = dataset if section == "dataset" else method
-        for item in items:
+    for section, chosen in (("dataset", dataset), ("method", method), ("model", model)):
+        for item in catalog.get(f"{section}s", []):
             if item["name"] == chosen:
                 out.extend((section, s) for s in item.get("settings", []))
     out.extend(("trainer", s) for s in catalog.get("trainer", []))
     return out
 
 
+def default_model(catalog: dict[str, Any], dataset: str | None) -> str | None:
+    for d in catalog.get("datasets", []):
+        if d["name"] == dataset:
+            return d.get("default_model")
+    return None
+
+
+def models_for(catalog: dict[str, Any], dataset: str | None) -> list[str]:
+    """The models that read the dataset's kinds of inputs and serve its (default) task; the
+    backend checks the pair again at POST, with the dataset's settings (a `task` setting)."""
+    ds = next((d for d in catalog.get("datasets", []) if d["name"] == dataset), None)
+    if ds is None:
+        return []
+    kinds = set(ds.get("input_kinds") or [])
+    out = []
+    for m in catalog.get("models", []):
+        reads = set(m.get("input_kinds") or [])
+        tasks = m.get("tasks")
+        if kinds <= reads and (tasks is None or ds.get("task") in tasks):
+            out.append(m["name"])
+    default = ds.get("default_model")
+    if default and default not in out:
+        out.insert(0, default)  # the dataset's own always fits
+    return out
+
+
 def sections(
-    settings: list[tuple[str, dict]], dataset: str | None, method: str | None
+    settings: list[tuple[str, dict]], dataset: str | None, method: str | None, model: str | None = None
 ) -> list[tuple[str, list[dict], bool]]:
-    """(title, settings, open) per form section: the data, the method, training; advanced ones folded."""
+    """(title, settings, open) per form section: the data, the method, the model, training; advanced ones folded."""
     by = {
-        "dataset": [s for sec, s in settings if sec == "dataset"],
-        "method": [s for sec, s in settings if sec == "method"],
+        "dataset": [s for sec, s in settings if sec == "dataset" and not s.get("advanced")],
+        "method": [s for sec, s in settings if sec == "method" and not s.get("advanced")],
+        "model": [s for sec, s in settings if sec == "model" and not s.get("advanced")],
         "trainer": [s for sec, s in settings if sec == "trainer" and not s.get("advanced")],
         "advanced": [s for sec, s in settings if s.get("advanced")],
     }
     out = [
         (f"Data: {dataset}", by["dataset"], True),
         (f"Method: {method}", by["method"], True),
+        (f"Model: {model}" if model else "Model", by["model"], True),
         ("Training", by["trainer"], True),
         ("Advanced", by["advanced"], False),
     ]

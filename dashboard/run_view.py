@@ -73,8 +73,27 @@ def run_panels(families: Families, keys: Iterable[str], notes: Mapping[str, str]
     return specs
 
 
-def dominance_spec(families: Families, keys: Iterable[str]) -> dict[str, Any]:
-    """Which series the strip judges, per measure and modality, and each modality's colour."""
+def eps_label(run: Mapping[str, Any], catalog: Mapping[str, Any]) -> str:
+    """What `acc/<m>` (ε, the aux heads' batch metric) is for this run's task, for the dominance
+    readout and strip: "accuracy" for classification, else the metric's name ("dice", "sign_acc").
+
+    The run's summary says it once finished; before, the task comes from the config's `task`
+    setting or the dataset's default task, and the catalog's tasks give its batch metric.
+    """
+    summary = run.get("summary") or {}
+    metric = summary.get("batch_metric")
+    if not metric:
+        config = run.get("config") or {}
+        task = config.get("task") or next(
+            (d.get("task") for d in catalog.get("datasets", []) if d.get("name") == config.get("dataset")), None
+        )
+        metric = next((t.get("metric") for t in catalog.get("tasks", []) if t.get("name") == task), None)
+    return "accuracy" if metric in (None, "acc") else plotly_text(str(metric))
+
+
+def dominance_spec(families: Families, keys: Iterable[str], eps: str = "accuracy") -> dict[str, Any]:
+    """Which series the strip judges, per measure and modality, each modality's colour, and the
+    rows' names (`eps`: what ε is for the run's task, eps_label)."""
     keys = list(keys)
     mods = families.modalities(keys)
     sids: dict[str, dict[str, str]] = {m: {} for m in DOMINANCE_METRICS}
@@ -85,6 +104,7 @@ def dominance_spec(families: Families, keys: Iterable[str]) -> dict[str, Any]:
     return {
         "mods": [{"name": plotly_text(m), "key": m, "color": modality_color(m, mods)} for m in mods],
         "sids": sids,
+        "rows": [["acc", eps], ["grad_norm", "grad norm"]],
     }
 
 

@@ -1,6 +1,7 @@
 """The run summary card: the numbers a researcher reads first, in one place.
 
-Final, best and test metric; per modality the linear probe, the aux head on validation, the
+Final, best and test metric; every evaluation metric of the run's task (Dice WT/TC/ET/avg for
+segmentation, MAE, correlation and the accuracies for regression), validation and test; per modality the linear probe, the aux head on validation, the
 Shapley contribution and how often it led; the gap between modalities; B's blow-ups and
 negatives at full resolution (`digest`). While a run is going, the last logged values stand in
 for the final ones.
@@ -48,6 +49,15 @@ def card_numbers(run: Mapping[str, Any], latest: Mapping[str, float], families: 
                 "contrib": _num(final.get(f"val/contrib/{m}")),
             }
         )
+    task = summary.get("task")
+    listed = families.task_metrics.get(str(task), []) if task else []
+    if not listed:  # a running run (no summary yet) or an older backend: the val/<metric> keys it has
+        listed = [(k[4:], k[4:]) for k in sorted(final) if families.info(k).family.name == "val"]
+    evaluation = [
+        {"metric": name, "title": title, "val": _num(final.get(f"val/{name}")), "test": _num(test.get(f"test/{name}"))}
+        for name, title in listed
+        if name != "loss" and (f"val/{name}" in final or f"test/{name}" in test)
+    ]
     probes = [r["probe"] for r in rows if r["probe"] is not None]
     auxes = [r["aux"] for r in rows if r["aux"] is not None]
     return {
@@ -58,6 +68,7 @@ def card_numbers(run: Mapping[str, Any], latest: Mapping[str, float], families: 
         "best_step": best.get("step"),
         "test": _num(test.get(f"test/{metric}")),
         "rows": rows,
+        "evaluation": evaluation,
         "probe_gap": (max(probes) - min(probes)) if len(probes) >= 2 else None,
         "aux_gap": (max(auxes) - min(auxes)) if len(auxes) >= 2 else None,
         "finished": bool(summary),
@@ -72,7 +83,13 @@ def _metric_of(values: Mapping[str, Any]) -> str:
     return "acc"
 
 
-def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, latest: Mapping[str, float]) -> Any:
+def summary_card(
+    run: Mapping[str, Any],
+    digest: RunDigest,
+    families: Families,
+    latest: Mapping[str, float],
+    eps: str = "accuracy",
+) -> Any:
     n = card_numbers(run, latest, families)
     metric = n["metric"]
     head: list[Any] = [
@@ -116,7 +133,7 @@ def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, 
                         html.Th(f"probe {n['eps']}"),
                         html.Th(f"aux {n['eps']} (val)"),
                         html.Th("Shapley contribution"),
-                        html.Th("led (acc)"),
+                        html.Th(f"led ({eps})"),
                     ]
                 )
             ),
@@ -124,7 +141,26 @@ def summary_card(run: Mapping[str, Any], digest: RunDigest, families: Families, 
         ],
         className="summary-table",
     )
+    evaluation = []
+    if len(n["evaluation"]) > 1:  # more than the one metric the head line already gives
+        evaluation = [
+            html.Table(
+                [
+                    html.Thead(
+                        html.Tr([html.Th("")] + [html.Th(e["metric"], title=e["title"]) for e in n["evaluation"]])
+                    ),
+                    html.Tbody(
+                        [
+                            html.Tr([html.Td(split)] + [html.Td(_fmt(e[split])) for e in n["evaluation"]])
+                            for split in ("val", "test")
+                        ]
+                    ),
+                ],
+                className="summary-table",
+                id="run-summary-eval",
+            )
+        ]
     note = (
         [] if n["finished"] else [html.Span("running: last logged values; final numbers at the end", className="help")]
     )
-    return [html.Div(head + note, className="row summary-head"), table]
+    return [html.Div(head + note, className="row summary-head"), *evaluation, table]

@@ -5,7 +5,8 @@ copied, so that editing the source does not reinstall them:
 
     python deps.py server > requirements.txt && pip install -r requirements.txt
 
-Only the standard library: it runs before anything is installed.
+Extras may be given as separate arguments or comma-separated in one (`data,hf`: what a build
+argument holds). Only the standard library: it runs before anything is installed.
 """
 
 import sys
@@ -14,6 +15,9 @@ import tomllib
 with open("pyproject.toml", "rb") as f:
     project = tomllib.load(f)["project"]
 lines = list(project["dependencies"])
-for extra in sys.argv[1:]:
-    lines += project["optional-dependencies"][extra]
+extras = project["optional-dependencies"]
+for extra in (e.strip() for arg in sys.argv[1:] for e in arg.split(",") if e.strip()):
+    if extra not in extras:
+        sys.exit(f"deps.py: unknown extra {extra!r}; pyproject.toml has: {', '.join(sorted(extras))}")
+    lines += extras[extra]
 print("\n".join(dict.fromkeys(lines)))

@@ -386,8 +386,10 @@ def test_compose_schema_check_is_live(compose: dict[str, Any]) -> None:
     broken = json.loads(json.dumps(compose))
     broken["services"]["backend"]["depends_on"]["postgres"]["condition"] = "service_ready"
     broken["services"]["dashboard"]["portz"] = ["8050:8050"]
+    broken["services"]["worker"]["volumes"][0]["targett"] = "/datasets"
     errors = schema_errors(broken)
     assert any("service_ready" in e for e in errors) and any("portz" in e for e in errors), errors
+    assert any("targett" in e for e in errors), errors
 
 
 def _dependencies(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -444,14 +446,50 @@ def resolve(compose: dict[str, Any], profiles: tuple[str, ...]) -> set[str]:
     named = set(compose.get("volumes") or {})
     for name in enabled:
         svc = services[name]
-        for vol in svc.get("volumes", []):
-            source = vol.split(":")[0] if isinstance(vol, str) else vol.get("source", "")
-            if source and not source.startswith((".", "/", "~")):
-                assert source in named, f"{name}: volume {source} is not declared under volumes:"
+        for mount in mounts(svc, {}):
+            if mount["type"] == "volume":
+                assert mount["source"] in named, f"{name}: volume {mount['source']} is not declared under volumes:"
+            else:
+                assert mount["type"] == "bind" and mount["source"], f"{name}: {mount}"
         build = svc.get("build")
         if build:
             assert (ROOT / build.get("context", ".") / build["dockerfile"]).is_file(), f"{name}: {build}"
     return enabled
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME}` and `${NAME:-default}` (unset or empty: the default), as `docker compose` does."""
+
+    def one(m: re.Match[str]) -> str:
+        name, sep, default = m.group(1), m.group(2), m.group(3) or ""
+        value = env.get(name)
+        return value if value else (default if sep else "")
+
+    out = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-)([^}]*))?\}", one, text)
+    assert "${" not in out, f"a form of interpolation this resolver does not know: {text!r}"
+    return out
+
+
+def mounts(svc: dict[str, Any], env: dict[str, str]) -> list[dict[str, Any]]:
+    """A service's mounts in the long syntax ({type, source, target, read_only}), interpolated."""
+    out = []
+    for vol in svc.get("volumes", []):
+        if isinstance(vol, str):
+            parts = interpolate(vol, env).split(":")
+            source, target = parts[0], parts[1]
+            kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+            out.append({"type": kind, "source": source, "target": target, "read_only": parts[2:] == ["ro"]})
+        else:
+            source = interpolate(str(vol.get("source", "")), env)
+            out.append(
+                {
+                    "type": vol["type"],
+                    "source": source,
+                    "target": vol["target"],
+                    "read_only": bool(vol.get("read_only")),
+                }
+            )
+    return out
 
 
 @pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "+".join(p) or "default")
@@ -475,7 +513,10 @@ def test_compose_resolver_catches_a_required_dependency_on_a_disabled_profile(co
 def test_compose_services_build_the_images_and_wait_for_healthy_backend(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for image, (rel, _, service) in IMAGES.items():
-        assert services[service]["build"] == {"context": ".", "dockerfile": rel}, image
+        build = services[service]["build"]
+        assert {k: build[k] for k in ("context", "dockerfile")} == {"context": ".", "dockerfile": rel}, image
+        # Only the workers take a build argument: the extras they install (next tests).
+        assert set(build) - {"context", "dockerfile"} == ({"args"} if image.startswith("worker") else set()), image
     for name in ("dashboard", "worker", "worker-gpu"):
         assert _dependencies(services[name])["backend"]["condition"] == "service_healthy", name
     assert _dependencies(services["backend"])["postgres"] == {"condition": "service_healthy", "required": False}
@@ -570,3 +611,90 @@ def test_readme_documents_the_containers(compose: dict[str, Any]) -> None:
         pg["POSTGRES_DB"],
     )
     assert "cggm worker --server http://" in section
+
+
+# -- the workers' data: the `data` extra (and `hf` on request), a data root on a volume ---------------
+WORKERS = {"worker-cpu": "worker", "worker-cuda": "worker-gpu"}
+
+
+def _deps(*extras: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "deps.py"), *extras],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _names(requirements: str) -> set[str]:
+    return {re.split(r"[<>=\[; ]", line, maxsplit=1)[0].lower() for line in requirements.split()}
+
+
+@pytest.mark.parametrize("image", WORKERS)
+def test_worker_images_install_the_data_extra_and_hf_on_request(
+    image: str, dockerfiles: dict[str, list[Stage]], compose: dict[str, Any]
+) -> None:
+    build = dockerfiles[image][0]
+    args = {a.args.split("=", 1)[0]: a.args.split("=", 1)[1] for a in build.all("ARG") if "=" in a.args}
+    assert args["EXTRAS"] == "data"
+    dep_install = next(i for i in build.all("RUN") if "deps.py" in i.args)
+    assert dep_install.args.startswith('python deps.py "$EXTRAS" > requirements.txt'), dep_install.args
+    arg_line = next(i.line for i in build.all("ARG") if i.args.startswith("EXTRAS="))
+    assert arg_line < dep_install.line
+    # What deps.py prints for the default and for the hf variant, from the real pyproject.toml.
+    default, with_hf = _deps(args["EXTRAS"]), _deps("data,hf")
+    assert default.returncode == 0 and with_hf.returncode == 0, default.stderr + with_hf.stderr
+    assert {"torch", "numpy", "h5py", "nibabel", "pillow"} <= _names(default.stdout)
+    assert "transformers" not in _names(default.stdout) and "transformers" in _names(with_hf.stdout)
+    assert "torch" in _names(default.stdout)  # the core's pin; the CPU/CUDA wheel is already installed by then
+    # Compose passes the extras through a variable of the shell or .env, defaulting to the image's.
+    compose_args = compose["services"][WORKERS[image]]["build"]["args"]
+    assert interpolate(compose_args["EXTRAS"], {}) == "data"
+    assert interpolate(compose_args["EXTRAS"], {"CGGM_WORKER_EXTRAS": "data,hf"}) == "data,hf"
+
+
+def test_deps_refuses_an_unknown_extra() -> None:
+    out = _deps("data,hff")
+    assert out.returncode != 0 and "unknown extra 'hff'" in out.stderr and "hf" in out.stderr
+
+
+def _image_env(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for ins in stage.all("ENV"):
+        for part in shlex.split(ins.args):
+            key, _, value = part.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.mark.parametrize("image", WORKERS)
+def test_workers_read_data_under_a_data_root_on_a_volume(
+    image: str, dockerfiles: dict[str, list[Stage]], compose: dict[str, Any]
+) -> None:
+    from cggm_core.data.files.root import DATA_DIR_ENV, DEFAULT_DATA_DIR, data_root
+
+    final = dockerfiles[image][-1]
+    root = _image_env(final)[DATA_DIR_ENV]
+    assert data_root({DATA_DIR_ENV: root}) == Path(root), "the variable the worker's loaders read"
+    # The folder exists in the image, owned by the user the worker runs as, and is a volume.
+    user = final.last("USER")
+    assert user is not None
+    assert any(re.search(rf"install -d -o cggm -g cggm {re.escape(root)}\b", i.args) for i in final.all("RUN"))
+    assert "10001" in user.args and "--uid 10001 --user-group cggm" in " ".join(i.args for i in final.all("RUN"))
+    volumes = [json.loads(i.args) for i in final.all("VOLUME")]
+    assert [root] in volumes
+    # docker-compose.yml mounts the user's folder there, writable (Food-101 writes its feature cache).
+    svc = compose["services"][WORKERS[image]]
+    assert _env(svc)[DATA_DIR_ENV] == root
+    at_root = [m for m in mounts(svc, {}) if m["target"] == root]
+    assert len(at_root) == 1 and at_root[0]["type"] == "bind" and not at_root[0]["read_only"], at_root
+    assert Path(at_root[0]["source"]) == DEFAULT_DATA_DIR  # by default the folder `make up` reads
+    assert mounts(svc, {"CGGM_DATASETS": "/srv/mri"})[0]["source"] == "/srv/mri"
+
+
+def test_the_backend_gets_no_data_volume(compose: dict[str, Any]) -> None:
+    """It checks dataset paths by their form only (cggm_core.data.from_files): the files are the workers'."""
+    backend = compose["services"]["backend"]
+    assert [m["target"] for m in mounts(backend, {})] == ["/data"]  # its database folder only
+    assert "CGGM_DATA_DIR" not in _env(backend)

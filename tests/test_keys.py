@@ -77,7 +77,7 @@ def test_catalog_serves_the_families_and_task_metrics() -> None:
     assert by_name["acc"] == {
         "name": "acc",
         "templates": ["acc/{m}"],
-        "title": "acc/* — aux-head accuracy per modality (ε_m)",
+        "title": "acc/* — aux head's batch metric ε_m per modality (accuracy, sign accuracy or Dice)",
         "scale": "linear",
         "per_modality": True,
         "when": "step",

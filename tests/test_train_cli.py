@@ -14,7 +14,7 @@ from cggm_core.trainer import train
 
 CGGM = str(Path(sys.executable).with_name("cggm"))
 SMALL = ["--set", "train_size=256", "--set", "val_size=64", "--set", "test_size=64", "--set", "probe_steps=20"]
-PER_STEP = ["acc/{m}", "grad_norm/{m}", "grad_norm_mod/{m}", "coef/{m}", "cos/{m}"]
+PER_STEP = ["acc/{m}", "grad_norm/{m}", "grad_norm_mod/{m}", "update_norm/{m}", "coef/{m}", "cos/{m}"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,8 @@ A training step (see `cggm_core.step.Stepper`) runs:
         clip, step
 
 so the probe measures every method at the same points: `grad_norm/<m>` just before `modulate`,
-`grad_norm_mod/<m>` just after it (for each modality in the pass that trains it). Adding a method
+`grad_norm_mod/<m>` just after it (for each modality in the pass that trains it), and
+`update_norm/<m>` = ‖θ_m after the last pass's optimizer step − θ_m before the first‖. Adding a method
 is one file plus one registry line.
 
 Hooks beyond the step, each with a default that changes nothing (the Trainer calls the epoch ones):

@@ -41,6 +41,12 @@
     return true;
   }
 
+  function hasTraces(gid) {
+    const el = document.getElementById(domId(gid));
+    const gd = el && el.querySelector(".js-plotly-plot");
+    return !!(gd && gd.data && gd.data.length);
+  }
+
   function draw(data, gid, view) {
     if (!data || !data.panels) return NO();
     const spec = data.panels.find((p) => p.id === gid.name);
@@ -48,7 +54,13 @@
     const key = gid.type + "|" + gid.name;
     const memo = JSON.stringify([data.token, (data.panel_rev || {})[spec.id] || 0, view, spec]);
     if (drawn[key] === memo) return NO();
-    if (farAway(gid)) return NO();
+    if (farAway(gid)) {
+      // Not drawn yet: say so under the panel's title (once per render); a drawn panel keeps its figure.
+      const mark = "placeholder|" + data.token;
+      if (drawn[key] === mark || hasTraces(gid)) return NO();
+      drawn[key] = mark;
+      return P().placeholderFigure(spec.title, "scroll to draw", spec.height);
+    }
     drawn[key] = memo;
     return P().buildFigure(spec, data, view);
   }

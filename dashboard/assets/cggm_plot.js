@@ -72,11 +72,16 @@
     const top = Math.max(Math.abs(lo), Math.abs(hi), 1);
     const decades = Math.min(Math.ceil(Math.log10(top)), 30);
     const reals = new Set([0]);
+    // Over a few decades only, 2× and 5× of each (and 0.5): a neutral B of 0.75 or 1.3 gets a label nearby.
+    const steps = decades <= 2 ? [0.5, 1, 2, 5] : [1];
     for (let d = 0; d <= decades; d++) {
-      const v = Math.pow(10, d);
-      if (v <= top * 10) {
-        if (hi > 0 || v <= 1) reals.add(v);
-        if (lo < 0 || v <= 1) reals.add(-v);
+      for (const k of steps) {
+        const v = k * Math.pow(10, d);
+        if (d > 0 && k < 1) continue;
+        if (v <= top * 10 && (k === 1 || v <= top * 1.5)) {
+          if (hi > 0 || v <= 1) reals.add(v);
+          if (lo < 0 || v <= 1) reals.add(-v);
+        }
       }
     }
     const sorted = Array.from(reals).sort((a, b) => a - b);
@@ -273,6 +278,8 @@
     const ranges = [];
     for (let c = 0; c < nCols; c++) ranges.push([0, 0]);
     const seenLegend = new Set();
+    const steps = [];
+    for (let c = 0; c < nCols; c++) steps.push([Infinity, -Infinity]);
     const curves = {}; // sid → {x, y} (smoothed real values), for bands
     for (const t of spec.traces || []) {
       const s = data.series[t.sid];
@@ -280,6 +287,7 @@
       const col = columns ? t.column || 0 : 0;
       const ctx = runContext(data, s.r !== undefined ? s.r : data.run_id);
       const x = xValues(s, xMode, ctx);
+      if (x.length) steps[col] = [Math.min(steps[col][0], x[0]), Math.max(steps[col][1], x[x.length - 1])];
       const raw = decodedValues(s);
       const shown = smoothing > 0 ? ema(raw, smoothing) : raw;
       curves[t.sid] = { x: x, y: shown };
@@ -343,6 +351,7 @@
       uirevision: [spec.id, xMode, scale, view.sharedY ? "shared" : "own"].join("|"),
       showlegend: true,
     };
+    const stepSpan = steps.map((r) => (r[1] >= r[0] ? r[1] - r[0] : null));
     const gap = 0.04;
     const width = (1 - gap * (nCols - 1)) / nCols;
     const global = ranges.reduce((a, r) => [Math.min(a[0], r[0]), Math.max(a[1], r[1])], [0, 0]);
@@ -364,7 +373,15 @@
         ya.tickvals = ticks.vals;
         ya.ticktext = ticks.text;
         if (c === 0) ya.title = { text: "symlog" };
+        // A margin around the data: a line (B = 1 for every step) would sit on the plot's edge,
+        // where plotly drops its tick label, and read as no line at all.
+        const lo = symlog(r[0]);
+        const hi = symlog(r[1]);
+        const pad = hi > lo ? 0.06 * (hi - lo) : 0.1;
+        ya.range = [lo - pad, hi + pad];
       }
+      // A handful of steps: whole steps only (plotly would tick 1.5, 2.5, … between logged steps).
+      if (xMode === "step" && stepSpan[c] !== null && stepSpan[c] <= 10) xa.dtick = 1;
       layout[axisName("xaxis", c)] = xa;
       layout[axisName("yaxis", c)] = ya;
     }
@@ -448,7 +465,8 @@
     const xMode = view.x === "epoch" ? "epoch" : "step";
     const ctx = runContext(data, data.run_id);
     const traces = [];
-    for (const [metric, row] of DOMINANCE_ROWS) {
+    const rows = spec.rows || DOMINANCE_ROWS; // the run's own name for ε ("dice" for segmentation)
+    for (const [metric, row] of rows) {
       const sids = (spec.sids || {})[metric] || {};
       const byMod = {};
       for (const m of Object.keys(sids)) if (data.series[sids[m]]) byMod[m] = data.series[sids[m]];
@@ -472,14 +490,24 @@
         });
       }
     }
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const t of traces) {
+      for (const x of t.x) {
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+      }
+    }
+    const xaxis = { title: { text: X_TITLES[xMode] } };
+    if (xMode === "step" && hi >= lo && hi - lo <= 10) xaxis.dtick = 1; // a handful of steps: whole steps
     return {
       data: traces,
       layout: {
         title: { text: "dominance: which modality leads, over time", font: { size: 14 } },
         height: 180,
         margin: { l: 90, r: 10, t: 40, b: 30 },
-        yaxis: { categoryorder: "array", categoryarray: DOMINANCE_ROWS.map((r) => r[1]).reverse() },
-        xaxis: { title: { text: X_TITLES[xMode] } },
+        yaxis: { categoryorder: "array", categoryarray: rows.map((r) => r[1]).reverse() },
+        xaxis: xaxis,
         uirevision: "dominance|" + xMode,
         legend: { orientation: "h", y: 1.25, x: 1, xanchor: "right" },
       },
@@ -545,7 +573,26 @@
     return out;
   }
 
+  // A chart not drawn yet: its title and why it is empty, no axes (an empty plotly figure shows
+  // axes −1..6 with no title, which reads as a chart without data). figures.placeholder_figure
+  // builds the same on the server ("drawing…"); a panel far down the page gets "scroll to draw".
+  function placeholderFigure(title, text, height) {
+    const hidden = { visible: false, showgrid: false, zeroline: false };
+    return {
+      data: [],
+      layout: {
+        title: { text: title || "", font: { size: 14 } },
+        height: height || 300,
+        margin: { l: 60, r: 10, t: 40, b: 40 },
+        xaxis: hidden,
+        yaxis: hidden,
+        annotations: [{ text: text, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 13, color: "#888" }, name: "placeholder" }],
+      },
+    };
+  }
+
   window.cggmPlot = {
+    placeholderFigure: placeholderFigure,
     MODALITY_COLORS: MODALITY_COLORS,
     RUN_COLORS: RUN_COLORS,
     decode: decode,

@@ -14,7 +14,7 @@ from dash import ALL, MATCH, ClientsideFunction, Input, Output, State, clientsid
 from dash.exceptions import PreventUpdate
 
 from dashboard import api, catalog, figures
-from dashboard.balance import best_balanced, probe_scores, unimodal_ceilings, weak_modality
+from dashboard.balance import best_balanced, metric_of, probe_scores, unimodal_ceilings, weak_modality
 from dashboard.compare_view import default_overlay_keys, final_table, overlay, probe_bars, sid, small_multiples
 from dashboard.components import GRAPH_CONFIG, chart_panel, export_href, query_choice, view_controls
 from dashboard.configs import differing_rows, differing_settings
@@ -130,7 +130,11 @@ def layout(runs: str | None = None, **query: Any) -> html.Div:
 def _graph_panels(specs: list[dict[str, Any]], query: dict[str, Any], csv: dict[str, str]) -> list[Any]:
     return [
         chart_panel(
-            "cmp", s["id"], scale=query_choice(query, f"scale.{s['id']}", SCALES, s["scale"]), csv_href=csv.get(s["id"])
+            "cmp",
+            s["id"],
+            scale=query_choice(query, f"scale.{s['id']}", SCALES, s["scale"]),
+            csv_href=csv.get(s["id"]),
+            title=s.get("title", ""),
         )
         for s in specs
     ]
@@ -173,7 +177,8 @@ def _balance_section(
                 className="help",
             )
         ]
-    metric = str((runs[0].get("summary") or {}).get("metric") or "acc")
+    # What the probes report: each task's batch metric ε (dice, sign_acc), not the run's headline metric.
+    metric = " / ".join(dict.fromkeys(metric_of(r) for r in runs))
     out: list[Any] = [
         html.H3("Balance"),
         html.Ul(lines),

@@ -36,10 +36,11 @@ from dashboard.configs import format_setting
 from dashboard.decode import Series
 from dashboard.digest import DIGESTS
 from dashboard.families import SCALES
+from dashboard.figures import placeholder_figure
 from dashboard.live_session import SESSIONS, Cursor
 from dashboard.payload import encode_all, encode_delta, encode_value
 from dashboard.progress import EPOCH_KEY, Progress, run_timing
-from dashboard.run_view import dominance_spec, downsample_note, drawn_keys, run_context, run_panels
+from dashboard.run_view import dominance_spec, downsample_note, drawn_keys, eps_label, run_context, run_panels
 from dashboard.summary import summary_card
 
 dash.register_page(__name__, path_template="/runs/<run_id>", title="Run — CGGM Monitor", name="Run")
@@ -92,7 +93,7 @@ def layout(run_id: str | None = None, **query: Any) -> html.Div:
                 dcc.Graph(
                     id={"type": "run-strip", "name": "run-dominance"},
                     config=GRAPH_CONFIG,
-                    figure={"layout": {"height": 180}},
+                    figure=placeholder_figure("dominance: which modality leads, over time", height=180),
                 ),
                 className="panel",
             ),
@@ -159,7 +160,7 @@ def _panel_components(run_id: int, specs: list[dict[str, Any]], query: dict[str,
     for spec in specs:
         scale = query_choice(query, f"scale.{spec['family']}", SCALES, spec["scale"])
         href = export_href(f"/export/runs/{run_id}.csv", spec["keys"])
-        out.append(chart_panel("run", spec["id"], scale=scale, csv_href=href))
+        out.append(chart_panel("run", spec["id"], scale=scale, csv_href=href, title=spec["title"]))
     return out
 
 
@@ -224,7 +225,7 @@ def render_run(
         for k, s in fetched.items()
     }
     specs = run_panels(families, fetched, notes)
-    dom = dominance_spec(families, fetched)
+    dom = dominance_spec(families, fetched, eps_label(run, catalog.catalog()))
     lines, events_after = _events(client, run_id, 0)
     lines = lines[-LOG_LINES:]
     progress = Progress()
@@ -317,7 +318,7 @@ def tick_run(_n: int | None, ack: dict[str, Any] | None, run_id: int) -> dict[st
         changed = [spec for pid, spec in specs.items() if base.specs.get(pid) != spec]
         if changed:
             delta["panels"] = changed
-        dom = dominance_spec(families, keys_now)
+        dom = dominance_spec(families, keys_now, eps_label(run, catalog.catalog()))
         if dom != base.dominance:
             delta["dominance"] = dom
         lines, events_after = _events(client, run_id, base.events_after)
@@ -367,9 +368,10 @@ def refresh_summary(run_id: int, _n: int | None, _status: str | None, sent_hash:
     keys = client.keys(run_id)
     digest = DIGESTS.get(run_id, run.get("created_at"))
     digest.refresh(client, keys, finished=run["status"] not in ACTIVE)
-    doc = digest.to_json()
+    eps = eps_label(run, catalog.catalog())
+    doc = digest.to_json(eps)
     latest = client.latest(run_id) if not run.get("summary") else {}
-    card = summary_card(run, digest, families, latest)
+    card = summary_card(run, digest, families, latest, eps)
     # Sent again only when it changed: a running run's page asks every few seconds.
     digest_hash = hashlib.sha1(json.dumps([doc, repr(card)], sort_keys=True, default=str).encode()).hexdigest()[:16]
     if digest_hash == sent_hash:

@@ -482,11 +482,11 @@ def test_new_run_form_sections_hidden_settings_views_and_counts(bare_stack: Stac
     page.locator("#new-method").click()
     page.get_by_text("cggm", exact=True).last.click()
     page.locator(dom_id(name="rho", type="setting")).wait_for()
-    row = page.locator(dom_id(name="eps_ema", type="setting-row"))
-    assert not row.is_visible()  # variant paper ignores it
+    row = page.locator(dom_id(name="slope_window", type="setting-row"))
+    row.wait_for(state="visible")  # the default variant, stable, reads it
     page.locator(dom_id(name="variant", type="setting")).click()
-    page.get_by_text("stable", exact=True).last.click()
-    row.wait_for(state="visible")
+    page.get_by_text("paper", exact=True).last.click()
+    row.wait_for(state="hidden")  # variant paper ignores it
     assert not page.locator(dom_id(name="clip", type="setting")).is_visible()  # advanced: folded
     page.locator("#new-sweep summary").click()
     page.locator("#sweep-seeds").fill("4")

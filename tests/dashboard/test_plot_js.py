@@ -166,3 +166,52 @@ def test_merge_appends_new_epochs_to_the_run_context(js: Any) -> None:
     delta = {"token": "t", "base": 0, "seq": 1, "groups": [], "epochs": {"1": {"s": [10, 20], "v": [1, 2]}}}
     merged = js("P.mergeDelta(arg.data, arg.delta)", {"data": data, "delta": delta})
     assert merged["runs"]["1"] == {"t0": 5, "epochs": {"s": [10, 20], "v": [1, 2]}}
+
+
+def test_symlog_axis_leaves_a_margin_so_a_constant_line_is_seen(js: Any) -> None:
+    """B = 1 at every step (CGGM's neutral value): without a margin the line sat on the plot's top
+    edge with no tick label, and the panel read as empty."""
+    data = {"run_id": 1, "runs": {}, "series": {"coef/m0": {"s": [1, 2, 3], "v": [1, 1, 1], "t": [0, 1, 2]}}}
+    spec = {"id": "p", "title": "coef", "scale": "symlog", "traces": [{"sid": "coef/m0", "name": "m0"}]}
+    ya = js("P.buildFigure(arg.spec, arg.data, {scale: 'symlog'})", {"spec": spec, "data": data})["layout"]["yaxis"]
+    lo, hi = ya["range"]
+    line = math.log10(2)  # symlog(1)
+    assert lo < 0 < line < hi and hi - line == pytest.approx(0.06 * line)
+    assert "1" in ya["ticktext"]
+
+
+def test_a_few_steps_get_whole_step_ticks(js: Any) -> None:
+    def xaxis(steps: list[int], x: str = "step") -> dict[str, Any]:
+        data = {"run_id": 1, "runs": {"1": {"t0": 0}}, "series": {"a": {"s": steps, "v": steps, "t": steps}}}
+        spec = {"id": "p", "title": "a", "scale": "linear", "traces": [{"sid": "a", "name": "a"}]}
+        return js("P.buildFigure(arg.spec, arg.data, {x: arg.x})", {"spec": spec, "data": data, "x": x})["layout"][
+            "xaxis"
+        ]
+
+    assert xaxis([1, 2, 3, 4])["dtick"] == 1  # not 1.5, 2.5, … between logged steps
+    assert "dtick" not in xaxis(list(range(1, 200)))  # plotly's own ticks for longer runs
+    assert "dtick" not in xaxis([1, 2, 3, 4], "relative")  # seconds are not steps
+
+
+def test_symlog_ticks_over_a_few_decades_include_halves_and_fives(js: Any) -> None:
+    # CGGM's neutral B with 4 modalities is 0.75: a label at 0.5 and 1 around it, not 0 alone.
+    assert js("P.symlogTicks(0, 0.75)")["text"] == ["-1", "-0.5", "0", "0.5", "1"]
+    assert js("P.symlogTicks(0, 40)")["text"] == ["-1", "-0.5", "0", "0.5", "1", "2", "5", "10", "20", "50", "100"]
+    many = js("P.symlogTicks(0, 2e7)")["text"]
+    assert "5" not in many and "1e7" in many  # many decades: decades only
+
+
+def test_the_dominance_strip_of_a_few_steps_ticks_whole_steps(js: Any) -> None:
+    data = {
+        "run_id": 1,
+        "runs": {},
+        "series": {"acc/a": {"s": [1, 2, 3], "v": [0.1, 0.9, 0.1]}, "acc/b": {"s": [1, 2, 3], "v": [0.5, 0.2, 0.6]}},
+    }
+    spec = {"mods": [{"name": "a", "color": "#111"}, {"name": "b", "color": "#222"}], "sids": {"acc": {}}}
+    spec["sids"]["acc"] = {"a": "acc/a", "b": "acc/b"}
+    spec["rows"] = [["acc", "dice"], ["grad_norm", "grad norm"]]
+    fig = js("P.buildDominanceFigure(arg.spec, arg.data, {x: 'step'})", {"spec": spec, "data": data})
+    assert fig["layout"]["xaxis"]["dtick"] == 1
+    assert fig["layout"]["yaxis"]["categoryarray"] == ["grad norm", "dice"]  # the run's name for ε
+    leaders = {t["name"]: t["x"] for t in fig["data"] if t["meta"]["metric"] == "acc"}
+    assert leaders == {"a": [2], "b": [1, 3]}

@@ -38,19 +38,19 @@ def s(steps: list[int], values: list[float]) -> Series:
 
 def test_panels_come_from_the_catalog_families_with_a_catch_all() -> None:
     keys = ["acc/m0", "acc/m1", "coef/m0", "cos/m1", "train/loss", "loss/gm", "val/acc", "val/acc/m0"]
-    keys += ["ogm/score/m0", "gblend/weight/m0", "probe/acc/m0", "test/acc", "epoch"]
+    keys += ["ogm/score/m0", "mystery/weight/m0", "probe/acc/m0", "test/acc", "epoch"]
     groups = [(f.name, ks) for f, ks in FAMILIES.group(keys)]
     assert groups == [
         ("acc", ["acc/m0", "acc/m1"]),
         ("coef", ["coef/m0"]),
         ("cos", ["cos/m1"]),
         ("losses", ["loss/gm", "train/loss"]),
+        ("val", ["val/acc"]),  # the fused metric before the per-modality ones
         ("val_aux", ["val/acc/m0"]),
-        ("val", ["val/acc"]),
         ("ogm_score", ["ogm/score/m0"]),  # a method's own diagnostics: drawn, not dropped
-        ("other:gblend", ["gblend/weight/m0"]),  # unknown family: its own panel, last
+        ("other:mystery", ["mystery/weight/m0"]),  # unknown family: its own panel, last
     ]
-    assert FAMILIES.info("gblend/weight/m0").family.declared is False
+    assert FAMILIES.info("mystery/weight/m0").family.declared is False
     assert drawn_keys(FAMILIES, keys) == sorted(set(keys) - {"probe/acc/m0", "test/acc"})
 
 
@@ -289,7 +289,7 @@ def test_form_sections_fold_advanced_settings_and_hide_what_the_variant_ignores(
     }
     assert secs["Training"][1] and not secs["Advanced"][1]
     assert "epochs" in secs["Training"][0] and "clip" in secs["Advanced"][0]
-    eps = next(x for _, x in settings if x["name"] == "eps_ema")
+    eps = next(x for _, x in settings if x["name"] == "slope_window")
     assert not visible(eps, {"variant": "paper"}) and visible(eps, {"variant": "stable"})
 
 
@@ -363,3 +363,31 @@ def test_runs_rows_hold_numbers_and_only_the_settings_a_variant_uses() -> None:
     assert row["settings"] == "variant=paper rho=1.3 epochs=3"  # eps_ema: only `stable` reads it
     assert (row["metric"], row["final"], row["test"], row["dominant"]) == ("acc", 0.81, None, "m0")
     assert row["duration"] == "0:01:05"
+
+
+# ---- a chart before the browser draws it ----------------------------------------------------------
+
+
+def test_the_placeholder_figure_has_a_title_and_no_axes() -> None:
+    """What the server puts in a chart before the browser draws it (dashboard.figures)."""
+    from dashboard.components import chart_panel
+
+    panel = chart_panel("run", "run-panel-acc", scale="linear", csv_href=None, title="acc/* — aux accuracy")
+    graph = next(c for c in panel.children if getattr(c, "figure", None) is not None)
+    layout = json.loads(json.dumps(graph.figure))["layout"]
+    assert layout["title"]["text"] == "acc/* — aux accuracy"
+    assert layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False
+    assert [a["text"] for a in layout["annotations"]] == ["drawing…"]
+
+
+def test_eps_is_named_for_the_runs_task_in_the_dominance_readout() -> None:
+    from dashboard.run_view import eps_label
+
+    cat = catalog()
+    assert eps_label({"config": {"dataset": "synthetic_seg"}}, cat) == "dice"  # running: the dataset's task
+    assert eps_label({"config": {"dataset": "synthetic", "task": "regression"}}, cat) == "sign_acc"
+    assert eps_label({"config": {"dataset": "synthetic"}}, cat) == "accuracy"
+    assert eps_label({"config": {"dataset": "ext"}, "summary": {"batch_metric": "dice"}}, cat) == "dice"
+    assert eps_label({"config": {"dataset": "unknown"}}, cat) == "accuracy"  # an external run
+    spec = dominance_spec(FAMILIES, ["acc/a", "acc/b"], "dice")
+    assert spec["rows"] == [["acc", "dice"], ["grad_norm", "grad norm"]]
