@@ -140,6 +140,14 @@ def test_system_keys_belong_to_declared_families_in_core_and_dashboard() -> None
     groups = dict((f.name, ks) for f, ks in dash.group(KEYS))
     assert groups["system_gpu_memory"] == sorted(KEYS[:3])
     assert groups["system_gpu_util"] == ["system/gpu0/utilization_pct"]
+    # On a run page the system panels come after the training ones (and the methods' own).
+    page = [f.name for f, _ in dash.group([*KEYS, "acc/m0", "train/loss", "mla/loss/m0", "amp/grad_scale"])]
+    assert page[:3] == ["acc", "losses", "mla_loss"] and set(page[3:]) == {
+        "system_gpu_memory",
+        "system_gpu_util",
+        "system_rss",
+        "amp_scale",
+    }
 
 
 def test_real_torch_cuda_utilization_answers_or_is_left_out() -> None:
