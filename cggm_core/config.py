@@ -18,6 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from . import keys, plugins
+from .amp import PRECISIONS
 from .data import DATASETS
 from .data.base import kinds_of
 from .methods import METHODS
@@ -89,6 +90,21 @@ class TrainerConfig:
     )
     clip: float = _setting(0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6)
     log_every: int = _setting(1, "log the per-step probe every K steps", min=1, max=1_000_000)
+    precision: str = _setting(
+        "fp32",
+        "training precision: fp32; bf16 (autocast bfloat16); fp16 (autocast float16 + gradient scaler, "
+        "gradients unscaled before the method and the clip read them)",
+        choices=PRECISIONS,
+    )
+    compile: bool = _setting(
+        False, "torch.compile the encoders (falls back to eager, with the reason logged, where it cannot run)"
+    )
+    system_every_s: float = _setting(
+        10.0,
+        "log system metrics (GPU memory and utilisation, process memory) every this many seconds (0 = off)",
+        min=0.0,
+        max=86_400.0,
+    )
     shapley: bool = _setting(True, "compute Shapley contributions val/contrib/<m> each epoch")
     shapley_max_modalities: int = _setting(
         6, "skip Shapley above this many modalities (2^M evaluations)", min=1, max=12
@@ -124,6 +140,7 @@ _ADVANCED = {"data_seed", "weight_decay", "momentum", "aux_lr_ratio", "aux_optim
 _ADVANCED |= {"plateau_patience", "plateau_factor", "warmup_epochs", "warmup_start_lr", "final_lr", "log_every"}
 _ADVANCED |= {"lr_step_epochs", "lr_step_gamma"}
 _ADVANCED |= {"shapley_max_modalities", "probe_steps", "probe_max_samples", "sign_zero", "num_workers", "pin_memory"}
+_ADVANCED |= {"compile", "system_every_s"}
 TRAINER_SETTINGS = [
     replace(s, extra={**s.extra, "advanced": True}) if s.name in _ADVANCED else s for s in TRAINER_SETTINGS
 ]

@@ -168,6 +168,26 @@ FAMILIES: tuple[KeyFamily, ...] = (
     F("mslr_lr", ("mslr/lr/{m}",), "mslr/lr/* — MSLR learning rate per modality", "log", source="mslr"),
     F("mla_loss", ("mla/loss/{m}",), "mla/loss/* — MLA unimodal pass loss", "log", source="mla"),
     F("mla_fusion", ("mla/fusion_weight/{m}",), "mla/fusion_weight/* — MLA test-time fusion weight", source="mla"),
+    # -- the run's system metrics (cggm_core.system), sampled every system_every_s seconds: last on a
+    #    run page, as other trackers keep their system section apart
+    F(
+        "system_gpu_memory",
+        (
+            "system/gpu{name}/memory_allocated_mib",
+            "system/gpu{name}/memory_reserved_mib",
+            "system/gpu{name}/memory_peak_mib",
+        ),
+        "system/gpu*/memory — GPU memory per device: allocated, reserved, peak (MiB)",
+        source="system",
+    ),
+    F(
+        "system_gpu_util",
+        ("system/gpu{name}/utilization_pct",),
+        "system/gpu*/utilization_pct — GPU utilisation per device (%, NVML)",
+        source="system",
+    ),
+    F("system_rss", ("system/process/rss_mib",), "system/process — training process memory (MiB)", source="system"),
+    F("amp_scale", ("amp/grad_scale",), "amp/grad_scale — fp16 gradient scale (halves on a skipped step)", "log"),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
 

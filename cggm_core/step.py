@@ -8,7 +8,8 @@
 knows its feature shapes, else from the first batch's features), the model and aux optimizers
 (the aux heads' of the model's kind by default, as the official code; lr · `aux_lr_ratio`, their
 own weight decay), the method, gradient clipping and probe logging. Diagnostics and device syncs happen only on
-logging steps (`step % log_every == 0`). Settings left out default to the trainer's
+logging steps (`step % log_every == 0`). `precision` (fp32 | bf16 | fp16) puts the forward under
+autocast and, for fp16, the backward under a gradient scaler (cggm_core.amp). Settings left out default to the trainer's
 (`TrainerConfig`); `Stepper.from_job` takes a resolved job as it is.
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import probe
+from .amp import Precision
 from .batch import Batch
 from .config import TrainerConfig
 from .distributed import LOCAL, Dist
@@ -55,6 +57,7 @@ class Stepper:
         momentum: float | None = None,
         aux_optimizer_name: str | None = None,
         aux_weight_decay: float | None = None,
+        precision: str | None = None,
         resolved: bool = False,
         dist: Dist | None = None,
     ) -> None:
@@ -73,6 +76,8 @@ class Stepper:
         self.log_every = _DEFAULTS.log_every if log_every is None else log_every
         self.sink = sink
         self.dist = dist or LOCAL  # several processes: the step's statistics and gradients are all-reduced
+        # fp32 | bf16 | fp16 (cggm_core.amp): autocast and, for fp16, a gradient scaler.
+        self.amp = Precision(precision or _DEFAULTS.precision, next(model.parameters()).device)
         self.momentum = _DEFAULTS.momentum if momentum is None else momentum
         kind = optimizer_name or _DEFAULTS.optimizer
         METHODS[method].check_task(task.name, self.method_cfg)
@@ -126,6 +131,7 @@ class Stepper:
             momentum=t.momentum,
             aux_optimizer_name=t.aux_optimizer,
             aux_weight_decay=t.aux_weight_decay,
+            precision=t.precision,
             resolved=True,
             dist=dist,
         )
@@ -162,23 +168,24 @@ class Stepper:
         model, task = self.model, self.task
         masks = dict(masks or {})
         model.train()
-        feats = model.encode(xs, masks)  # h_m: (B, D_m), (B, T, D) or (B, C, h, w)
-        if self.aux is None:
-            self.attach_aux(model.make_aux(feats))
-        assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
-        method = self.method
-        pred = method.predict(feats, masks=masks)
-        task_loss = task.loss(pred, y)
-        aux_logits = self.aux(feats, masks)  # heads read sg(h_m)
-        aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
-        eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
-        if dist.enabled:  # ε of the global batch: B and every coefficient the same on every rank
-            # In float64 and back: the global k/N rounds as one process's float32 k/N does.
-            reduced = dist.mean(torch.stack([e.double() for e in eps.values()]), share)
-            eps = {m: r.to(eps[m].dtype) for m, r in zip(eps, reduced.unbind(), strict=True)}
-        state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks, share=share)
-
-        extra = method.before_backward(state)
+        amp = self.amp
+        with amp.autocast():  # the forward, the losses and the method's extra forward work
+            feats = model.encode(xs, masks)  # h_m: (B, D_m), (B, T, D) or (B, C, h, w)
+            if self.aux is None:
+                self.attach_aux(model.make_aux(feats))
+            assert self.aux is not None and self.method is not None and self.aux_optimizer is not None
+            method = self.method
+            pred = method.predict(feats, masks=masks)
+            task_loss = task.loss(pred, y)
+            aux_logits = self.aux(feats, masks)  # heads read sg(h_m)
+            aux_losses = {m: task.loss(z, y) for m, z in aux_logits.items()}
+            eps = {m: task.metric(z, y) for m, z in aux_logits.items()}
+            if dist.enabled:  # ε of the global batch: B and every coefficient the same on every rank
+                # In float64 and back: the global k/N rounds as one process's float32 k/N does.
+                reduced = dist.mean(torch.stack([e.double() for e in eps.values()]), share)
+                eps = {m: r.to(eps[m].dtype) for m, r in zip(eps, reduced.unbind(), strict=True)}
+            state = StepState(step, log, xs, y, feats, pred, task_loss, aux_logits, aux_losses, eps, masks, share=share)
+            extra = method.before_backward(state)
         if log and not state.cos:
             reduce = (lambda g: dist.mean(g, share)) if dist.enabled else None
             state.cos = probe.gradient_cosines(model, self.aux, task_loss, aux_losses, reduce=reduce)
@@ -193,12 +200,15 @@ class Stepper:
         before = probe.encoder_snapshot(model) if log else {}
 
         # Most methods make one pass; the next pass is built after this one's optimizer step.
-        for i, p in enumerate(method.passes(state, loss)):
+        for i, p in enumerate(amp.each(method.passes(state, loss))):
             self.optimizer.zero_grad(set_to_none=True)
             # The aux losses ride on the first backward; they reach only the aux heads (detached input).
-            (p.loss + aux_total if i == 0 else p.loss).backward()
+            amp.backward(p.loss + aux_total if i == 0 else p.loss)
             if dist.enabled:  # before the method reads or scales them; the aux heads' only on the first pass
                 dist.reduce_grads([*model.parameters(), *(self.aux.parameters() if i == 0 else ())], share)
+            # fp16: true gradients before the probe, the method and the clip read or scale them. After the
+            # all-reduce, so every rank sees the same inf/NaN and skips the same steps.
+            amp.unscale_(self.optimizer, *([self.aux_optimizer] if i == 0 else []))
             if log:
                 norms.update({m: probe.grad_norm(model.encoder_params(m)) for m in p.modalities})
             coef.update(method.modulate(state))
@@ -206,8 +216,10 @@ class Stepper:
                 norms_mod.update({m: probe.grad_norm(model.encoder_params(m)) for m in p.modalities})
             if self.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip)
-            self.optimizer.step()
-        self.aux_optimizer.step()
+            amp.step(self.optimizer)
+            if i == 0:  # the aux heads' gradients are all in (their losses rode on this backward)
+                amp.step(self.aux_optimizer)
+            amp.update()  # per pass: a scaler unscales an optimizer once between updates
         if not log:
             return {}
         values = self._collect(state, loss, coef, norms, norms_mod, probe.update_norms(model, before))
@@ -253,6 +265,9 @@ class Stepper:
             local += [f"loss/aux/{m}" for m in self.model.modalities] + list(state.slice_means)
             stacked = torch.stack([torch.as_tensor(tensors[k]).detach().float().reshape(()) for k in local])
             tensors.update(zip(local, self.dist.mean(stacked, state.share).unbind(), strict=True))
+        scale = self.amp.grad_scale()
+        if scale is not None:
+            tensors["amp/grad_scale"] = scale  # halves on each step the scaler skipped (inf/NaN)
         values = self._to_floats(tensors, state.task_loss.device)
         active = self.method.active_modalities if self.method else self.model.modalities
         values.update(
@@ -287,6 +302,7 @@ class Stepper:
             "aux_optimizer": self.aux_optimizer.state_dict(),
             "method": self.method.state_dict(),
             "global_step": self.global_step,
+            "amp": self.amp.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], aux: AuxHeads) -> None:
@@ -297,6 +313,7 @@ class Stepper:
         self.optimizer.load_state_dict(state["optimizer"])
         self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.method.load_state_dict(state["method"])
+        self.amp.load_state_dict(state.get("amp"))
         self.global_step = int(state["global_step"])
 
 

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from . import probe
+from .amp import compile_encoders
 from .batch import Batch
 from .config import JobConfig, resolve
 from .data import DATASETS, MultimodalData
@@ -40,6 +41,7 @@ from .methods.base import EpochContext
 from .models import MODELS
 from .schedules import Schedule, make_schedule
 from .step import Stepper, make_optimizer
+from .system import SystemSampler
 from .tracking import JsonlSink, MultiSink, Sink, json_safe, log_dict
 
 
@@ -132,6 +134,7 @@ class Trainer:
         task = self.data.task
         self.model = MODELS[self.job.model].build(self.job.model_settings, self.data)
         self.model.to(self.device)
+        self.compiled = compile_encoders(self.model, self.device) if t.compile else None  # cggm_core.amp
         sinks: list[Sink] = []
         dist = self.dist
         if self.out_dir is not None and dist.is_main:
@@ -142,6 +145,7 @@ class Trainer:
             sinks.append(self.extra_sink)
         self.sink = CountingSink(MultiSink(*sinks))
         self.stepper = Stepper.from_job(self.model, task, self.job, sink=self.sink, dist=dist)
+        self.system = SystemSampler(self.device, t.system_every_s)  # GPU memory/utilisation, process memory
         self.steps_per_epoch = math.ceil(len(self.train_split) / t.batch_size)
         self.schedule: Schedule = make_schedule(t, self.stepper.optimizer, self.steps_per_epoch)
         torch.manual_seed(t.seed + 1)  # aux heads drawn from their own stream, the same in every run
@@ -195,6 +199,8 @@ class Trainer:
             for batch, share in self.local_batches(batch_size, gen):
                 self.schedule.before_step(self.stepper.global_step)
                 values = self.stepper.step(batch.xs, batch.y, batch.masks, share=share)
+                if self.dist.is_main and self.system.due():  # rank 0 logs (its own device)
+                    log_dict(self.sink, self.system.sample(), self.stepper.global_step)
                 bar.update(1)
                 if values:
                     bar.set_postfix(
@@ -336,6 +342,8 @@ class Trainer:
             "batch_metric": task.metric_name,
             "task": task.name,
             "model": self.job.model,
+            "precision": t.precision,
+            **({"compile": self.compiled} if self.compiled is not None else {}),
             "steps": self.stepper.global_step,
             "epochs_done": int(final.get("epoch", self.start_epoch - 1)),
             "elapsed_s": round(elapsed_s, 3),

@@ -80,7 +80,10 @@ def _unimodal_outputs(
 ) -> dict[str, torch.Tensor]:
     from ..models import ConcatFusion  # models needs torch: imported when OGM-GE runs, not with the registry
 
-    detached = {m: f.detach() for m, f in feats.items()}
+    # In the head's dtype: under mixed precision (cggm_core.amp) the features are bf16/fp16, and
+    # this runs after the backward, outside autocast, where the head is float32.
+    dtype = next(model.head.parameters()).dtype
+    detached = {m: f.detach().to(dtype) for m, f in feats.items()}
     head = model.head
     if isinstance(head, nn.Linear) and isinstance(model.fusion, ConcatFusion):
         out: dict[str, torch.Tensor] = {}
