@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound
@@ -180,7 +180,7 @@ def finish_run(session: Session, *, run_id: int, status: str, summary: dict[str,
     return run
 
 
-def require_accepts_metrics(session: Session, *, run_id: int) -> None:
+def require_accepts_metrics(session: Session | Connection, *, run_id: int) -> None:
     status = session.scalar(select(Run.status).where(Run.id == run_id))
     if status is None:
         raise NotFound(f"run {run_id} not found")
