@@ -31,6 +31,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backend_common import ROOT, create_external_run, machine_state, start_cggm  # noqa: E402
+from backend_common import (
+    ROOT,
+    Server,
+    create_external_run,
+    free_port,
+    machine_state,
+    start_cggm,
+    stop_process,
+    tree_pids,
+    wait_http_ok,
+)
 
 
 # -- bodies ------------------------------------------------------------------------------------
@@ -76,6 +87,7 @@ def _writer(url: str, run_id: int, keys: int, steps: int, batch: int, body: str,
     with httpx.Client(timeout=120.0) as client:
         barrier.wait()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         now = time.time()
         for s0 in range(0, steps, per_batch):
             s1 = min(steps, s0 + per_batch)
@@ -85,7 +97,10 @@ def _writer(url: str, run_id: int, keys: int, steps: int, batch: int, body: str,
             else:
                 errors += 1
             n += (s1 - s0) * keys
-        out.put({"t0": t0, "t1": time.perf_counter(), "points": n, "accepted": accepted, "errors": errors})
+        cpu = time.process_time() - c0
+        out.put(
+            {"t0": t0, "t1": time.perf_counter(), "cpu_s": cpu, "points": n, "accepted": accepted, "errors": errors}
+        )
 
 
 class Writers:
@@ -116,6 +131,7 @@ class Writers:
             "accepted": sum(r["accepted"] for r in results),
             "errors": sum(r["errors"] for r in results),
             "seconds": seconds,
+            "writers_cpu_s": sum(r["cpu_s"] for r in results),
             "points_per_s": points / seconds,
         }
 
@@ -131,7 +147,10 @@ def floor_rows(writers: int, keys: int, steps: int) -> list[tuple[int, str, int,
     now = time.time()
     per = steps // writers
     return [
-        (r, f"k{k}", s, (s % 97) * 0.01, now + s * 1e-3) for r in range(writers) for s in range(per) for k in range(keys)
+        (r, f"k{k}", s, (s % 97) * 0.01, now + s * 1e-3)
+        for r in range(writers)
+        for s in range(per)
+        for k in range(keys)
     ]
 
 
@@ -186,6 +205,36 @@ def pg_floor(dsn: str, schema: str, rows: list[tuple[int, str, int, float, float
     return len(rows) / dt
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (/proc/<pid>/stat)."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_uvicorn_workers(db_url: str, workers: int, log_path: Path) -> Server:
+    """The same app under `uvicorn --workers N` (N processes on one port), the database by CGGM_DB_URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "backend.app:create_app", "--factory", "--workers", str(workers)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "CGGM_DB_URL": db_url}
+    out = open(log_path, "ab")  # noqa: SIM115 (handed to the child)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t1 = wait_http_ok(f"{url}/api/health", proc, 120)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return Server(proc, url, t1 - t0)
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -216,7 +265,10 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         def floor(rows: list[Any]) -> float:
             return pg_floor(dsn, schema, rows, args.batch)
 
-    server = start_cggm(Path("unused"), log_path=work / f"serve-{db}.log", db_url=url)
+    if args.server_workers > 1:
+        server = start_uvicorn_workers(url, args.server_workers, work / f"serve-{db}.log")
+    else:
+        server = start_cggm(Path("unused"), log_path=work / f"serve-{db}.log", db_url=url)
     try:
         floor(floor_rows(1, args.keys, args.steps))  # warm-up: the first fill of a fresh file is slower
         floors: list[float] = []
@@ -227,7 +279,9 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 # the floor right before and right after each test; the ratio is to their mean
                 before = floor(rows)
                 runs = new_runs(server.url, n, f"{db}-{body}-w{n}")
+                cpu0 = tree_cpu_s(server.proc.pid)
                 res = Writers(server.url, runs, args.keys, args.steps // n, args.batch, body).join()
+                res["server_cpu_s"] = tree_cpu_s(server.proc.pid) - cpu0
                 after = floor(rows)
                 floors += [before, after]
                 mean = (before + after) / 2
@@ -236,7 +290,8 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 tests.append(res)
                 print(
                     f"[{db}] {body:7s} {n} writers: {res['points_per_s']:,.0f} points/s = {res['ratio']:.2f}x floor "
-                    f"({before:,.0f} before, {after:,.0f} after) "
+                    f"({before:,.0f} before, {after:,.0f} after); CPU s: server {res['server_cpu_s']:.1f}, "
+                    f"writers {res['writers_cpu_s']:.1f} in {res['seconds']:.1f} s "
                     f"(errors {res['errors']}, accepted {res['accepted']:,} of {res['points']:,})",
                     flush=True,
                 )
@@ -303,8 +358,11 @@ def main() -> None:
     ap.add_argument("--read-steps", type=int, default=20_000, help="points of the series read")
     ap.add_argument("--batch", type=int, default=1000, help="points per request (and rows per floor transaction)")
     ap.add_argument("--reads", type=int, default=40)
-    ap.add_argument("--read-load-body", help="body the 4 writers use during the loaded reads (default: the first --body)")
+    ap.add_argument(
+        "--read-load-body", help="body the 4 writers use during the loaded reads (default: the first --body)"
+    )
     ap.add_argument("--pg-url", default=os.environ.get("CGGM_TEST_PG_URL", ""))
+    ap.add_argument("--server-workers", type=int, default=1, help=">1: the app under `uvicorn --workers N`")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.body = args.body.split(",")
@@ -329,12 +387,16 @@ def main() -> None:
 
 def report(res: dict[str, Any]) -> None:
     print(f"\n{res['machine']}; {res['load_end']}")
-    print("| database | body | writers | points/s | floor (points/s) | ours / floor |\n|---|---|---|---|---|---|")
+    print(
+        "| database | body | writers | points/s | floor (points/s) | ours / floor | server CPU µs/point "
+        "| writers' CPU µs/point |\n|---|---|---|---|---|---|---|---|"
+    )
     for d in res["dbs"]:
         for t in d["ingest"]:
             print(
                 f"| {d['db']} | {t['body']} | {t['writers']} | {t['points_per_s']:,.0f} | "
-                f"{t['floor_points_per_s']:,.0f} | {t['ratio']:.2f}x |"
+                f"{t['floor_points_per_s']:,.0f} | {t['ratio']:.2f}x | {t['server_cpu_s'] / t['points'] * 1e6:.1f} "
+                f"| {t['writers_cpu_s'] / t['points'] * 1e6:.1f} |"
             )
     for d in res["dbs"]:
         fl = ", ".join(f"{f:,.0f}" for f in d["floors"])
