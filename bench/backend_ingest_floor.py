@@ -217,7 +217,7 @@ def tree_cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_uvicorn_workers(db_url: str, workers: int, log_path: Path) -> Server:
+def start_uvicorn_workers(db_url: str, workers: int, log_path: Path, root: Path) -> Server:
     """The same app under `uvicorn --workers N` (N processes on one port), the database by CGGM_DB_URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "backend.app:create_app", "--factory", "--workers", str(workers)]
@@ -225,7 +225,7 @@ def start_uvicorn_workers(db_url: str, workers: int, log_path: Path) -> Server:
     env = {**os.environ, "CGGM_DB_URL": db_url}
     out = open(log_path, "ab")  # noqa: SIM115 (handed to the child)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         t1 = wait_http_ok(f"{url}/api/health", proc, 120)
@@ -243,8 +243,15 @@ def pct(xs: list[float], q: float) -> float:
 
 
 # -- one database ------------------------------------------------------------------------------
-def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"db": db, "load_start": os.getloadavg()[0]}
+def takes_columns(url: str) -> bool:
+    """Whether this backend takes the columnar body (older ones answer 422)."""
+    run = new_runs(url, 1, "probe")[0]
+    body = {"series": [{"key": "probe", "steps": [0], "values": [1.0]}]}
+    return httpx.post(f"{url}/api/runs/{run}/metrics", json=body, timeout=60).status_code == 200
+
+
+def measure(db: str, args: argparse.Namespace, work: Path, root: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"db": db, "root": str(root), "load_start": os.getloadavg()[0]}
     schema = None
     if db == "sqlite":
         url = f"sqlite:///{work / 'serve.db'}"
@@ -266,16 +273,18 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             return pg_floor(dsn, schema, rows, args.batch)
 
     if args.server_workers > 1:
-        server = start_uvicorn_workers(url, args.server_workers, work / f"serve-{db}.log")
+        server = start_uvicorn_workers(url, args.server_workers, work / f"serve-{db}.log", root)
     else:
-        server = start_cggm(Path("unused"), log_path=work / f"serve-{db}.log", db_url=url)
+        server = start_cggm(Path("unused"), log_path=work / f"serve-{db}.log", db_url=url, root=root)
     try:
+        bodies = [b for b in args.body if b != "columns" or takes_columns(server.url)]
+        out["bodies"] = bodies
         floor(floor_rows(1, args.keys, args.steps))  # warm-up: the first fill of a fresh file is slower
         floors: list[float] = []
         tests: list[dict[str, Any]] = []
         for n in args.writers:
             rows = floor_rows(n, args.keys, args.steps)
-            for body in args.body:
+            for body in bodies:
                 # the floor right before and right after each test; the ratio is to their mean
                 before = floor(rows)
                 runs = new_runs(server.url, n, f"{db}-{body}-w{n}")
@@ -300,7 +309,7 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         # reads of one key's full series, alone and under 4 writers
         run = new_runs(server.url, 1, f"{db}-read")[0]
-        Writers(server.url, [run], args.keys, args.read_steps, args.batch, args.body[0]).join()
+        Writers(server.url, [run], args.keys, args.read_steps, args.batch, bodies[0]).join()
         read_url = f"{server.url}/api/runs/{run}/metrics?keys=k0"
         with httpx.Client(timeout=120) as c:
 
@@ -322,7 +331,8 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 time.sleep(0.1)
             under: list[float] = []
             loaders = new_runs(server.url, 4, f"{db}-load")
-            w = Writers(server.url, loaders, args.keys, args.steps, args.batch, args.read_load_body)
+            load_body = args.read_load_body if args.read_load_body in bodies else bodies[0]
+            w = Writers(server.url, loaders, args.keys, args.steps, args.batch, load_body)
             while w.busy() and len(under) < args.reads:
                 under.append(read_once())
                 time.sleep(0.1)
@@ -334,9 +344,9 @@ def measure(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "max_ms": max(under) * 1e3 if under else None,
             "n": len(under),
             "writers_points_per_s": load["points_per_s"],
-            "body": args.read_load_body,
+            "body": load_body,
         }
-        print(f"[{db}] read alone: {out['read_alone']}; under 4 writers: {out['read_under_4']}", flush=True)
+        print(f"[{db} {root}] read alone: {out['read_alone']}; under 4 writers: {out['read_under_4']}", flush=True)
     finally:
         server.stop()
         if schema is not None:
@@ -362,6 +372,11 @@ def main() -> None:
         "--read-load-body", help="body the 4 writers use during the loaded reads (default: the first --body)"
     )
     ap.add_argument("--pg-url", default=os.environ.get("CGGM_TEST_PG_URL", ""))
+    ap.add_argument(
+        "--roots",
+        default=str(ROOT),
+        help="checkouts whose backend to measure, in turn (e.g. an unpacked main, then this one)",
+    )
     ap.add_argument("--server-workers", type=int, default=1, help=">1: the app under `uvicorn --workers N`")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -375,7 +390,7 @@ def main() -> None:
     print(res["machine"], flush=True)
     work = Path(tempfile.mkdtemp(prefix="cggm-bench-floor-"))
     try:
-        res["dbs"] = [measure(db, args, work) for db in dbs]
+        res["dbs"] = [measure(db, args, work, Path(root)) for root in args.roots.split(",") for db in dbs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_end"] = "load average {:.2f} {:.2f} {:.2f} at the end".format(*os.getloadavg())
@@ -388,13 +403,13 @@ def main() -> None:
 def report(res: dict[str, Any]) -> None:
     print(f"\n{res['machine']}; {res['load_end']}")
     print(
-        "| database | body | writers | points/s | floor (points/s) | ours / floor | server CPU µs/point "
-        "| writers' CPU µs/point |\n|---|---|---|---|---|---|---|---|"
+        "| code | database | body | writers | points/s | floor (points/s) | ours / floor | server CPU µs/point "
+        "| writers' CPU µs/point |\n|---|---|---|---|---|---|---|---|---|"
     )
     for d in res["dbs"]:
         for t in d["ingest"]:
             print(
-                f"| {d['db']} | {t['body']} | {t['writers']} | {t['points_per_s']:,.0f} | "
+                f"| {Path(d['root']).name} | {d['db']} | {t['body']} | {t['writers']} | {t['points_per_s']:,.0f} | "
                 f"{t['floor_points_per_s']:,.0f} | {t['ratio']:.2f}x | {t['server_cpu_s'] / t['points'] * 1e6:.1f} "
                 f"| {t['writers_cpu_s'] / t['points'] * 1e6:.1f} |"
             )
@@ -402,7 +417,7 @@ def report(res: dict[str, Any]) -> None:
         fl = ", ".join(f"{f:,.0f}" for f in d["floors"])
         ra, ru = d["read_alone"], d["read_under_4"]
         print(
-            f"{d['db']}: floors in order {fl}; read p50/p95 alone {ra['p50_ms']:.1f}/{ra['p95_ms']:.1f} ms, "
+            f"{Path(d['root']).name} {d['db']}: floors in order {fl}; read p50/p95 alone {ra['p50_ms']:.1f}/{ra['p95_ms']:.1f} ms, "
             f"under 4 writers {ru['p50_ms']:.1f}/{ru['p95_ms']:.1f} ms (n={ru['n']}, writers "
             f"{ru['writers_points_per_s']:,.0f} points/s); load average {d['load_start']:.1f} -> {d['load_end']:.1f}"
         )

@@ -224,6 +224,8 @@ def query_series(
     cost about 3.5 µs a point, 2.5x the driver's fetchall (bench/backend_profile.py).
     """
     ph = _placeholder(session)
+    if keys is not None and len(keys) == 1:
+        return _query_one_series(session, run_id=run_id, key=keys[0], since_step=since_step, max_rows=max_rows)
     sql = f"SELECT key, step, value, time FROM metrics WHERE run_id = {ph}"
     params: list[Any] = [run_id]
     if keys is not None:
@@ -251,6 +253,33 @@ def query_series(
         vals = [nan if v is None else v for v in values] if None in values else values
         out[key] = ([r[1] for r in part], vals, [r[3] for r in part])
     return out
+
+
+def _query_one_series(
+    session: Session, *, run_id: int, key: str, since_step: int | None, max_rows: int | None
+) -> dict[str, tuple[list[int], list[float], list[float]]] | None:
+    """query_series of one key (the run page's per-chart read): no key column to fetch and group."""
+    ph = _placeholder(session)
+    sql = f"SELECT step, value, time FROM metrics WHERE run_id = {ph} AND key = {ph}"
+    params: list[Any] = [run_id, key]
+    if since_step is not None:
+        sql += f" AND step > {ph}"
+        params.append(since_step)
+    sql += " ORDER BY step"
+    if max_rows is not None:
+        sql += f" LIMIT {int(max_rows) + 1}"
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if max_rows is not None and len(rows) > max_rows:
+        return None
+    values = [r[1] for r in rows]
+    if None in values:
+        values = [math.nan if v is None else v for v in values]
+    return {key: ([r[0] for r in rows], values, [r[2] for r in rows])}
 
 
 def series_chunk(
