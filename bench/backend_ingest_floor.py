@@ -21,6 +21,14 @@ The floor, measured by this process between the writer tests (so it shares the m
 Reads: GET /api/runs/{id}/metrics?keys=k0 of a --read-steps-point series (the run page's full read of
 one key), --reads times 0.1 s apart, alone and while 4 writers each write --keys x --steps into
 their own run (until --reads reads or the first writer is done); p50 and p95.
+
+CPU, which the machine's load disturbs less than wall time: the server's user + system seconds
+(/proc) and each writer's process time over each ingest test, and the SQLite floor's process time,
+per point. On a quiet machine the server is the bottleneck, so floor CPU / server CPU is what the
+throughput ratio tends to.
+
+--roots measures several checkouts in turn with the same script (e.g. `git archive` of main
+unpacked in /tmp beside this one): before and after in one run.
 """
 
 from __future__ import annotations
@@ -154,6 +162,9 @@ def floor_rows(writers: int, keys: int, steps: int) -> list[tuple[int, str, int,
     ]
 
 
+FLOOR_CPU: list[float] = []  # CPU seconds per point of each SQLite floor measurement (in this process)
+
+
 def sqlite_floor(path: Path, rows: list[tuple[int, str, int, float, float]], batch: int) -> float:
     """points/s of plain sqlite3 executemany, WAL, one transaction per `batch` rows, fresh table."""
     for suffix in ("", "-wal", "-shm"):
@@ -166,12 +177,13 @@ def sqlite_floor(path: Path, rows: list[tuple[int, str, int, float, float]], bat
         "step BIGINT NOT NULL, value FLOAT, time FLOAT NOT NULL, UNIQUE (run_id, key, step))"
     )
     sql = "INSERT INTO metrics (run_id, key, step, value, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, len(rows), batch):
         con.execute("BEGIN IMMEDIATE")
         con.executemany(sql, rows[i : i + batch])
         con.execute("COMMIT")
     dt = time.perf_counter() - t0
+    FLOOR_CPU.append((time.process_time() - c0) / len(rows))
     n = con.execute("SELECT count(*) FROM metrics").fetchone()[0]
     con.close()
     if n != len(rows):
@@ -295,6 +307,8 @@ def measure(db: str, args: argparse.Namespace, work: Path, root: Path) -> dict[s
                 floors += [before, after]
                 mean = (before + after) / 2
                 res |= {"body": body, "floor_before_after": [before, after], "floor_points_per_s": mean}
+                if db == "sqlite":
+                    res["floor_cpu_us_per_point"] = (FLOOR_CPU[-1] + FLOOR_CPU[-2]) / 2 * 1e6
                 res["ratio"] = res["points_per_s"] / mean
                 tests.append(res)
                 print(
@@ -404,14 +418,14 @@ def report(res: dict[str, Any]) -> None:
     print(f"\n{res['machine']}; {res['load_end']}")
     print(
         "| code | database | body | writers | points/s | floor (points/s) | ours / floor | server CPU µs/point "
-        "| writers' CPU µs/point |\n|---|---|---|---|---|---|---|---|---|"
+        "| writers' CPU µs/point | floor CPU µs/point |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     for d in res["dbs"]:
         for t in d["ingest"]:
             print(
                 f"| {Path(d['root']).name} | {d['db']} | {t['body']} | {t['writers']} | {t['points_per_s']:,.0f} | "
                 f"{t['floor_points_per_s']:,.0f} | {t['ratio']:.2f}x | {t['server_cpu_s'] / t['points'] * 1e6:.1f} "
-                f"| {t['writers_cpu_s'] / t['points'] * 1e6:.1f} |"
+                f"| {t['writers_cpu_s'] / t['points'] * 1e6:.1f} | {t.get('floor_cpu_us_per_point', float('nan')):.1f} |"
             )
     for d in res["dbs"]:
         fl = ", ".join(f"{f:,.0f}" for f in d["floors"])

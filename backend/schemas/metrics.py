@@ -192,17 +192,6 @@ def parse_ingest(body: bytes, max_batch: int, now: float | None = None) -> tuple
     return series, total
 
 
-def parse_batch(body: bytes, max_batch: int, now: float | None = None) -> list[PointIn]:
-    """The body's points, one per row (either shape): for callers that want rows."""
-    series, _ = parse_ingest(body, max_batch, now)
-    nan = math.nan
-    return [
-        PointIn(s.key, step, nan if v is None else v, t)
-        for s in series
-        for step, v, t in zip(s.steps, s.values, s.times, strict=True)
-    ]
-
-
 def _columns_of(points: list[PointIn]) -> list[SeriesIn]:
     """Rows grouped into one series per key, in the order of each key's first point."""
     by_key: dict[str, SeriesIn] = {}
