@@ -23,7 +23,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,6 +83,23 @@ class Database:
                 session.commit()
             except BaseException as e:
                 session.rollback()
+                self._note_write_fault(e)
+                raise
+            self.write_fault = None
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """`write` without the ORM: a Core connection in one transaction (BEGIN IMMEDIATE on SQLite),
+        committed on success, rolled back on any error. For the ingest path, where a Session's
+        set-up and commit bookkeeping are a measurable part of a 1,000-point request."""
+        lock = self._write_lock if self._write_lock is not None else nullcontext()
+        with lock, self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn:
+            try:
+                conn.begin()
+                yield conn
+                conn.commit()
+            except BaseException as e:
+                conn.rollback()
                 self._note_write_fault(e)
                 raise
             self.write_fault = None

@@ -53,14 +53,23 @@ class Server:
         stop_process(self.proc)
 
 
-def start_cggm(db_path: Path, timeout_s: float = 60.0, log_path: Path | None = None) -> Server:
-    """`cggm serve` on 127.0.0.1:<free port> with a SQLite file; waits for the first 200 on /api/health."""
+def start_cggm(
+    db_path: Path,
+    timeout_s: float = 60.0,
+    log_path: Path | None = None,
+    db_url: str | None = None,
+    extra: tuple[str, ...] = (),
+    root: Path = ROOT,
+) -> Server:
+    """`cggm serve` on 127.0.0.1:<free port> with a SQLite file (or `db_url`); waits for the first
+    200 on /api/health. `extra`: more `cggm serve` arguments; `root`: the checkout whose code
+    serves (default this one)."""
     port = free_port()
     cmd = [sys.executable, "-m", "cggm_core", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--db", f"sqlite:///{db_path}", "--log-level", "warning"]
+    cmd += ["--db", db_url or f"sqlite:///{db_path}", "--log-level", "warning", *extra]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         t1 = wait_http_ok(f"{url}/api/health", proc, timeout_s)

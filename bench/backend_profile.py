@@ -3,8 +3,9 @@
     .venv/bin/python bench/backend_profile.py [--batches 200] [--big 1000000] [--profile]
 
 On a fresh SQLite file (the backend's own Database, pragmas and migrations), per 1,000-point batch:
-the client's json.dumps (what HttpSink and the bench writers do), parse_batch, and the store
-(db.write + require_accepts_metrics + ingest_points), against a floor of plain sqlite3
+the client's json.dumps (what HttpSink and the bench writers do), parse_ingest, and the store
+(db.write_connection + require_accepts_metrics + ingest_series), for the row and the columnar
+body, against a floor of plain sqlite3
 executemany into the same table. Reads: query_series of a 20,000-point series and of a 1,000,000-
 point series, minmax_indices, orjson encoding, against a plain sqlite3 fetch. Memory: VmRSS of a
 fresh interpreter after importing backend.app, and whether that pulled in torch. With --profile,
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.db import Database  # noqa: E402
 from backend.downsample import minmax_indices  # noqa: E402
-from backend.schemas.metrics import parse_batch  # noqa: E402
+from backend.schemas.metrics import parse_ingest  # noqa: E402
 from backend.store import metrics as metric_store  # noqa: E402
 from backend.store import runs as run_store  # noqa: E402
 
@@ -47,6 +48,22 @@ def batch_rows(step0: int, steps: int, keys: int) -> list[dict[str, object]]:
         for s in range(step0, step0 + steps)
         for k in range(keys)
     ]
+
+
+def batch_columns(step0: int, steps: int, keys: int) -> dict[str, object]:
+    now = time.time()
+    st = list(range(step0, step0 + steps))
+    return {
+        "series": [
+            {
+                "key": f"k{k}",
+                "steps": st,
+                "values": [(s % 97) * 0.01 for s in st],
+                "times": [now + s * 1e-3 for s in st],
+            }
+            for k in range(keys)
+        ]
+    }
 
 
 def ms(xs: list[float]) -> str:
@@ -87,26 +104,31 @@ def main() -> None:
     run, floor_run, big_run = ids
 
     # -- ingest -------------------------------------------------------------------------------
-    enc, parse, store = [], [], []
+    per: dict[str, list[float]] = {}
     prof = cProfile.Profile()
-    for b in range(args.batches):
-        rows = batch_rows(b * 100, 100, 10)
-        t0 = time.perf_counter()
-        body = json.dumps({"points": rows}).encode()
-        t1 = time.perf_counter()
-        if args.profile and b >= args.batches // 2:
-            prof.enable()
-        t1b = time.perf_counter()
-        points = parse_batch(body, 10_000)
-        t2 = time.perf_counter()
-        with db.write() as s:
-            run_store.require_accepts_metrics(s, run_id=run)
-            metric_store.ingest_points(s, run_id=run, points=points)
-        t3 = time.perf_counter()
-        prof.disable()
-        enc.append(t1 - t0)
-        parse.append(t2 - t1b)
-        store.append(t3 - t2)
+    b = 0
+    for body_kind in ("rows", "columns"):
+        enc, parse, store = [], [], []
+        for _ in range(args.batches):
+            t0 = time.perf_counter()
+            doc = batch_rows(b * 100, 100, 10) if body_kind == "rows" else batch_columns(b * 100, 100, 10)
+            body = json.dumps({"points": doc} if body_kind == "rows" else doc).encode()
+            t1 = time.perf_counter()
+            if args.profile and body_kind == "columns":
+                prof.enable()
+            series, total = parse_ingest(body, 10_000)
+            t2 = time.perf_counter()
+            with db.write_connection() as conn:
+                run_store.require_accepts_metrics(conn, run_id=run)
+                metric_store.ingest_series(conn, run_id=run, series=series, total=total)
+            t3 = time.perf_counter()
+            prof.disable()
+            enc.append(t1 - t0)
+            parse.append(t2 - t1)
+            store.append(t3 - t2)
+            b += 1
+        per |= {f"{body_kind}: client build+dumps": enc, f"{body_kind}: parse_ingest": parse}
+        per[f"{body_kind}: store (write txn)"] = store
     con = sqlite3.connect(db_path, isolation_level=None)
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute("PRAGMA busy_timeout=5000")
@@ -119,16 +141,16 @@ def main() -> None:
         con.executemany(sql, tuples)
         con.execute("COMMIT")
         floor.append(time.perf_counter() - t0)
-    per = {"client json.dumps": enc, "parse_batch": parse, "store (write txn)": store, "sqlite3 floor": floor}
+    per["sqlite3 floor"] = floor
     print(f"ingest, per 1,000-point batch (median of {args.batches}; points/s if this were the only cost):")
     for name, xs in per.items():
-        print(f"  {name:20s} {ms(xs):>10s}  ({1000 / statistics.median(xs):,.0f} points/s)")
+        print(f"  {name:30s} {ms(xs):>10s}  ({1000 / statistics.median(xs):,.0f} points/s)")
     if args.profile:
-        print("cProfile of parse_batch + store, second half of the batches (tottime):")
+        print("cProfile of parse_ingest + store, columnar batches (tottime):")
         print(top(prof))
 
     # -- reads --------------------------------------------------------------------------------
-    steps = args.batches * 100
+    steps = b * 100
     q, raw, dump = [], [], []
     for _ in range(9):
         t0 = time.perf_counter()

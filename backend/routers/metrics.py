@@ -20,7 +20,7 @@ from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
-from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_batch
+from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_ingest
 from ..store import metrics as metric_store
 from ..store import runs as run_store
 
@@ -51,16 +51,22 @@ KEYS_PARAM_PATTERN = f"^{_KEY_CHAR}*[^\\s,\\u0000-\\u001f\\u007f-\\u009f]{_KEY_C
     responses={**WRITE, **CONFLICT},
 )
 def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDep) -> IngestResult:
-    """Store a batch {points: [{key, step, value, time?}]}; idempotent on (run, key, step).
+    """Store a batch; idempotent on (run, key, step). Two shapes, alone or together:
 
-    NaN and ±Inf travel as the strings "NaN", "Infinity", "-Infinity" and are stored as such.
-    413 above `max_batch` points; 409 when the run no longer takes metrics. A key is refused
-    (422) unless a query can send it back: no control characters, commas or surrounding whitespace.
+    - rows: `{"points": [{"key", "step", "value", "time"?}, ...]}`
+    - columns: `{"series": [{"key", "steps": [...], "values": [...], "times"?: [...]}, ...]}`, one
+      key per entry and steps, values and times of equal length (422 naming the field otherwise);
+      cheaper to encode and to parse. A missing `times` (or a null in it) means "received now".
+
+    Both are stored alike. NaN and ±Inf travel as the strings "NaN", "Infinity", "-Infinity" and
+    are stored as such. 413 above `max_batch` points in all; 409 when the run no longer takes
+    metrics. A key is refused (422) unless a query can send it back: no control characters,
+    commas or surrounding whitespace.
     """
-    points = parse_batch(body, settings.max_batch)  # validate before taking the write lock
-    with db.write() as session:
-        run_store.require_accepts_metrics(session, run_id=run_id)
-        accepted, duplicates = metric_store.ingest_points(session, run_id=run_id, points=points)
+    series, total = parse_ingest(body, settings.max_batch)  # validate before taking the write lock
+    with db.write_connection() as conn:
+        run_store.require_accepts_metrics(conn, run_id=run_id)
+        accepted, duplicates = metric_store.ingest_series(conn, run_id=run_id, series=series, total=total)
     return IngestResult(accepted=accepted, duplicates=duplicates)
 
 

@@ -1,8 +1,11 @@
 """Metric history: idempotent batch ingest, the `latest` table, series queries.
 
 Idempotency: (run_id, key, step) is unique and inserts use ON CONFLICT DO NOTHING, so a batch the
-client retried (after a timeout whose answer it never saw) stores nothing twice. RETURNING tells
-which rows were new, which gives the duplicate count without a second query.
+client retried (after a timeout whose answer it never saw) stores nothing twice. The insert's row
+count is the number of new rows, which gives the duplicate count without a second query.
+
+Both ingest bodies (rows and columns) arrive here as columns per key (`SeriesIn`) and go through
+one code path, so they are stored alike.
 """
 
 from __future__ import annotations
@@ -14,56 +17,108 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Connection, bindparam, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..downsample import minmax_indices
 from ..models import Latest
-from ..schemas.metrics import PointIn
+from ..schemas.metrics import PointIn, SeriesIn
 
 
-def _dialect(session: Session) -> str:
-    name = session.get_bind().dialect.name
+def _dialect(session: Session | Connection) -> str:
+    name = session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
     if name not in ("sqlite", "postgresql"):
         raise RuntimeError(f"unsupported database dialect {name!r}; use SQLite or PostgreSQL")
     return name
 
 
-def ingest_points(session: Session, *, run_id: int, points: Sequence[PointIn]) -> tuple[int, int]:
-    """Store new points, skip known (key, step); update `latest` in the same transaction.
+Rows = Sequence[tuple[Any, ...]]
 
-    Returns (accepted, duplicates).
-    """
-    if not points:
-        return 0, 0
-    # (key, step) -> (key, step, value or None for NaN, time); plain tuples: this loop runs per point.
-    rows: dict[tuple[str, int], tuple[str, int, float | None, float]] = {}
+
+def ingest_points(session: Session | Connection, *, run_id: int, points: Sequence[PointIn]) -> tuple[int, int]:
+    """Rows, stored as `ingest_series` stores columns. Returns (accepted, duplicates)."""
+    by_key: dict[str, SeriesIn] = {}
     for key, step, value, t in points:
-        # A (key, step) repeated inside the batch: the first one wins, like a repeat across batches.
-        if (key, step) not in rows:
-            rows[(key, step)] = (key, step, None if value != value else value, t)  # NULL stands for NaN
-    unique = list(rows.values())
-    if _dialect(session) == "postgresql":
-        accepted = _insert_unnest(session, run_id=run_id, rows=unique)
+        col = by_key.get(key)
+        if col is None:
+            col = by_key[key] = SeriesIn(key, [], [], [])
+        col.steps.append(step)
+        col.values.append(None if value != value else value)  # NULL stands for NaN
+        col.times.append(t)
+    return ingest_series(session, run_id=run_id, series=list(by_key.values()), total=len(points))
+
+
+def ingest_series(
+    session: Session | Connection, *, run_id: int, series: Sequence[SeriesIn], total: int | None = None
+) -> tuple[int, int]:
+    """Store new points, skip known (key, step); update the rollup and `latest` in the same
+    transaction. `total`: how many points the request had (repeats included). Returns (accepted,
+    duplicates)."""
+    if total is None:
+        total = sum(len(s.steps) for s in series)
+    merged = _merged(series)
+    if not merged:
+        return 0, total
+    conn = session.connection() if isinstance(session, Session) else session
+    if _dialect(conn) == "postgresql":
+        accepted = _insert_unnest(conn, run_id=run_id, series=merged)
     else:
-        accepted = _insert_sqlite(session, run_id=run_id, rows=unique)
+        rows = list(
+            itertools.chain.from_iterable(
+                zip(itertools.repeat(run_id), itertools.repeat(s.key), s.steps, s.values, s.times) for s in merged
+            )
+        )
+        accepted = _executemany(conn, _SQLITE_INSERT, rows)
+    blocks = _blocks(run_id, merged)
+    if blocks:
+        _executemany(conn, _UPSERT_BLOCK.replace("?", _placeholder(conn)), blocks)
+    latest = [(run_id, s.key, s.steps[-1], s.values[-1], s.times[-1]) for s in merged]
+    _executemany(conn, _UPSERT_LATEST.replace("?", _placeholder(conn)), latest)
+    return accepted, total - accepted
 
-    _update_blocks(session, run_id=run_id, rows=unique)
 
-    newest: dict[str, tuple[str, int, float | None, float]] = {}
-    for row in unique:
-        cur = newest.get(row[0])
-        if cur is None or row[1] > cur[1]:
-            newest[row[0]] = row
-    latest = [{"run_id": run_id, "key": k, "step": st, "value": v, "time": t} for k, st, v, t in newest.values()]
-    session.execute(_UPSERT_LATEST, latest)
-    return accepted, len(points) - accepted
+def _merged(series: Sequence[SeriesIn]) -> list[SeriesIn]:
+    """One series per key with strictly increasing steps: a (key, step) repeated in the batch keeps
+    its first point, like a repeat across batches. The usual batch (each key once, steps
+    increasing) passes through unchanged."""
+    seen: dict[str, list[SeriesIn]] = {}
+    for s in series:
+        if s.steps:
+            seen.setdefault(s.key, []).append(s)
+    out: list[SeriesIn] = []
+    for key, parts in seen.items():
+        if len(parts) == 1 and all(map(operator.lt, parts[0].steps, parts[0].steps[1:])):
+            out.append(parts[0])
+            continue
+        first: dict[int, tuple[float | None, float]] = {}
+        for p in parts:
+            for step, v, t in zip(p.steps, p.values, p.times, strict=True):
+                if step not in first:
+                    first[step] = (v, t)
+        steps = sorted(first)
+        out.append(SeriesIn(key, steps, [first[st][0] for st in steps], [first[st][1] for st in steps]))
+    return out
+
+
+def _executemany(conn: Connection, sql: str, rows: Rows) -> int:
+    """The driver's executemany inside the connection's transaction (SQLAlchemy's own executemany
+    builds a parameter dict per row: ~3 µs a row, the floor's whole cost). Driver errors are raised
+    as SQLAlchemy's, so that the API's fault handling (503 busy, 500 permanent, 409, 422) applies."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+        return int(cursor.rowcount)
+    except conn.dialect.loaded_dbapi.Error as e:
+        raise DBAPIError.instance(sql, None, e, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from e
+    finally:
+        cursor.close()
 
 
 # The last value per key, in the same transaction; a batch that arrives late changes nothing.
-_UPSERT_LATEST = text(
-    "INSERT INTO latest (run_id, key, step, value, time) VALUES (:run_id, :key, :step, :value, :time) "
+_UPSERT_LATEST = (
+    "INSERT INTO latest (run_id, key, step, value, time) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, value = excluded.value, time = excluded.time "
     "WHERE latest.step < excluded.step"
 )
@@ -72,9 +127,9 @@ BLOCK_STEPS = 64  # steps per rollup block: a 1M-step series has 15.6k blocks
 
 # Merge a block's min and max with what is stored. Right-hand sides read the row as it was before
 # the update (SQL semantics, in SQLite and PostgreSQL alike), so the CASEs agree with each other.
-_UPSERT_BLOCK = text(
+_UPSERT_BLOCK = (
     "INSERT INTO metric_blocks (run_id, key, block, min_step, min_value, min_time, max_step, max_value, max_time) "
-    "VALUES (:run_id, :key, :block, :min_step, :min_value, :min_time, :max_step, :max_value, :max_time) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, key, block) DO UPDATE SET "
     "min_step = CASE WHEN excluded.min_value < metric_blocks.min_value THEN excluded.min_step ELSE metric_blocks.min_step END, "
     "min_time = CASE WHEN excluded.min_value < metric_blocks.min_value THEN excluded.min_time ELSE metric_blocks.min_time END, "
@@ -85,26 +140,29 @@ _UPSERT_BLOCK = text(
 )
 
 
-def _update_blocks(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> None:
-    """Fold this batch's points into the rollup (NaN points, stored as NULL, are left out)."""
-    blocks: dict[tuple[str, int], dict[str, Any]] = {}
-    for key, step, value, t in rows:
-        if value is None:
-            continue
-        b = blocks.get((key, step // BLOCK_STEPS))
-        if b is None:
-            blocks[(key, step // BLOCK_STEPS)] = {
-                "run_id": run_id, "key": key, "block": step // BLOCK_STEPS,
-                "min_step": step, "min_value": value, "min_time": t,
-                "max_step": step, "max_value": value, "max_time": t,
-            }  # fmt: skip
-            continue
-        if value < b["min_value"]:
-            b["min_step"], b["min_value"], b["min_time"] = step, value, t
-        if value > b["max_value"]:
-            b["max_step"], b["max_value"], b["max_time"] = step, value, t
-    if blocks:
-        session.execute(_UPSERT_BLOCK, list(blocks.values()))
+def _blocks(run_id: int, merged: list[SeriesIn]) -> list[tuple[Any, ...]]:
+    """This batch's min and max point per (key, block) for the rollup (NaN points, stored as NULL,
+    are left out). Steps are increasing, so a block's points are consecutive."""
+    out: list[tuple[Any, ...]] = []
+    for key, steps, values, times in merged:
+        block = -1
+        lo_s = lo_v = lo_t = hi_s = hi_v = hi_t = None
+        for step, v, t in zip(steps, values, times, strict=True):
+            if v is None:
+                continue
+            b = step // BLOCK_STEPS
+            if b != block:
+                if block >= 0:
+                    out.append((run_id, key, block, lo_s, lo_v, lo_t, hi_s, hi_v, hi_t))
+                block, lo_s, lo_v, lo_t, hi_s, hi_v, hi_t = b, step, v, t, step, v, t
+                continue
+            if v < lo_v:  # type: ignore[operator]
+                lo_s, lo_v, lo_t = step, v, t
+            if v > hi_v:  # type: ignore[operator]
+                hi_s, hi_v, hi_t = step, v, t
+        if block >= 0:
+            out.append((run_id, key, block, lo_s, lo_v, lo_t, hi_s, hi_v, hi_t))
+    return out
 
 
 # PostgreSQL: one statement over four arrays. Measured (1,000-point batches, one writer): ~34k points/s
@@ -121,31 +179,28 @@ _UNNEST_INSERT = text(
 )
 
 
-def _insert_unnest(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> int:
-    keys, steps, values, times = (list(c) for c in zip(*rows, strict=True))
+def _insert_unnest(conn: Connection, *, run_id: int, series: list[SeriesIn]) -> int:
+    keys: list[str] = []
+    steps: list[int] = []
+    values: list[float | None] = []
+    times: list[float] = []
+    for s in series:
+        keys += [s.key] * len(s.steps)
+        steps += s.steps
+        values += s.values
+        times += s.times
     params = {"run_id": run_id, "keys": keys, "steps": steps, "values": values, "times": times}
-    result = session.connection().execute(_UNNEST_INSERT, params)
-    return int(result.rowcount)
+    return int(conn.execute(_UNNEST_INSERT, params).rowcount)
 
 
-# SQLite: the driver's executemany of one prepared statement, inside the session's transaction.
-# Measured per 1,000-point batch (bench/backend_profile.py): 21-30 ms through SQLAlchemy's bulk
-# INSERT ... RETURNING against 2-3 ms here. sqlite3 sums the changes of every execution in its
-# rowcount, and a row skipped by ON CONFLICT DO NOTHING is no change: rowcount = new rows.
+# SQLite: the driver's executemany of one prepared statement, inside the transaction. Measured per
+# 1,000-point batch (bench/backend_profile.py): 21-30 ms through SQLAlchemy's bulk INSERT ...
+# RETURNING against 2-3 ms here. sqlite3 sums the changes of every execution in its rowcount, and
+# a row skipped by ON CONFLICT DO NOTHING is no change: rowcount = new rows.
 _SQLITE_INSERT = (
     "INSERT INTO metrics (run_id, key, step, value, time) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, key, step) DO NOTHING"
 )
-
-
-def _insert_sqlite(session: Session, *, run_id: int, rows: list[tuple[str, int, float | None, float]]) -> int:
-    dbapi = session.connection().connection  # the pooled sqlite3 connection, in this transaction
-    cursor = dbapi.cursor()
-    try:
-        cursor.executemany(_SQLITE_INSERT, [(run_id, *r) for r in rows])
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
 
 
 def list_keys(session: Session, *, run_id: int) -> list[str]:
@@ -169,6 +224,8 @@ def query_series(
     cost about 3.5 µs a point, 2.5x the driver's fetchall (bench/backend_profile.py).
     """
     ph = _placeholder(session)
+    if keys is not None and len(keys) == 1:
+        return _query_one_series(session, run_id=run_id, key=keys[0], since_step=since_step, max_rows=max_rows)
     sql = f"SELECT key, step, value, time FROM metrics WHERE run_id = {ph}"
     params: list[Any] = [run_id]
     if keys is not None:
@@ -196,6 +253,33 @@ def query_series(
         vals = [nan if v is None else v for v in values] if None in values else values
         out[key] = ([r[1] for r in part], vals, [r[3] for r in part])
     return out
+
+
+def _query_one_series(
+    session: Session, *, run_id: int, key: str, since_step: int | None, max_rows: int | None
+) -> dict[str, tuple[list[int], list[float], list[float]]] | None:
+    """query_series of one key (the run page's per-chart read): no key column to fetch and group."""
+    ph = _placeholder(session)
+    sql = f"SELECT step, value, time FROM metrics WHERE run_id = {ph} AND key = {ph}"
+    params: list[Any] = [run_id, key]
+    if since_step is not None:
+        sql += f" AND step > {ph}"
+        params.append(since_step)
+    sql += " ORDER BY step"
+    if max_rows is not None:
+        sql += f" LIMIT {int(max_rows) + 1}"
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if max_rows is not None and len(rows) > max_rows:
+        return None
+    values = [r[1] for r in rows]
+    if None in values:
+        values = [math.nan if v is None else v for v in values]
+    return {key: ([r[0] for r in rows], values, [r[2] for r in rows])}
 
 
 def series_chunk(
@@ -290,5 +374,5 @@ def query_downsampled(
     return steps, values, times
 
 
-def _placeholder(session: Session) -> str:
-    return "?" if session.get_bind().dialect.name == "sqlite" else "%s"  # sqlite3 / psycopg paramstyle
+def _placeholder(session: Session | Connection) -> str:
+    return "?" if _dialect(session) == "sqlite" else "%s"  # sqlite3 / psycopg paramstyle

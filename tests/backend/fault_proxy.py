@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 DROP = "drop"  # close the connection without an answer
-# fault(method, path, body) -> None (forward), an HTTP status to answer with, or DROP
-Fault = Callable[[str, str, bytes], "int | str | None"]
+# fault(method, path, body) -> None (forward), an HTTP status to answer with, (status, JSON body), or DROP
+Fault = Callable[[str, str, bytes], "int | str | tuple[int, bytes] | None"]
 _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "accept-encoding"}
 
 
@@ -27,8 +27,9 @@ _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "ke
 class Posted:
     path: str
     points: int
-    keys: list[str]
+    keys: list[str]  # one per point
     answer: int | str  # the status the client got, or DROP
+    shape: str = "rows"  # "rows" ({"points": ...}), "columns" ({"series": ...}), or "" (neither)
 
 
 class FaultProxy:
@@ -56,6 +57,9 @@ class FaultProxy:
                 if isinstance(decision, int):
                     self._answer(decision, json.dumps({"detail": "injected fault"}).encode())
                     return
+                if isinstance(decision, tuple):
+                    self._answer(*decision)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
                 r = proxy._http.request(self.command, self.path, content=body, headers=headers)
                 if self.command == "POST" and self.path.endswith("/metrics"):
@@ -76,12 +80,21 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def _record(self, path: str, body: bytes, decision: int | str | None) -> None:
+    def _record(self, path: str, body: bytes, decision: int | str | tuple[int, bytes] | None) -> None:
+        keys: list[str] = []
+        shape = ""
         try:
-            points = json.loads(body)["points"]
-        except (ValueError, KeyError, TypeError):
-            points = []
-        entry = Posted(path, len(points), [p.get("key") for p in points], decision if decision is not None else 0)
+            doc = json.loads(body)
+            if "points" in doc:
+                keys += [p.get("key") for p in doc["points"]]
+                shape = "rows"
+            if "series" in doc:
+                keys += [s.get("key") for s in doc["series"] for _ in s.get("steps", [])]
+                shape = "columns" if not shape else "both"
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        answer = decision[0] if isinstance(decision, tuple) else decision
+        entry = Posted(path, len(keys), keys, answer if answer is not None else 0, shape)
         with self._lock:
             self.posted.append(entry)
 
