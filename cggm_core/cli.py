@@ -245,9 +245,9 @@ def cmd_train_rank(args: argparse.Namespace) -> int:
         if remote is not None:
             # In a group the parent reports the failure with its root cause (which rank, why).
             remote.abandon() if in_group else remote.fail(e)
+        dist.close(ok=False)
         raise
-    finally:
-        dist.close()
+    dist.close()
     if not dist.is_main:
         return 0
     s = result.summary

@@ -119,7 +119,8 @@ class Dist:
         """Every rank's `obj`, in rank order (on every rank)."""
         return [obj]
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
+        """Leave the group: `ok` after a run that ended normally on this rank."""
         return None
 
 
@@ -219,8 +220,19 @@ class ProcessGroupDist(Dist):
         torch.distributed.all_gather_object(out, obj)
         return out
 
-    def close(self) -> None:
-        if torch.distributed.is_initialized():
+    def close(self, ok: bool = True) -> None:
+        """After a normal end, every rank meets at a barrier, then destroys the group together.
+
+        Without the barrier, a rank that finished early (rank 0 still tests and probes) tore its
+        gloo pairs down while its peer was still connected; under load that ended the early rank in
+        std::terminate (SIGABRT) about once in a few dozen 2-process runs. After a failure there is
+        no barrier (a peer may be dead: it would only wait out the timeout) and no collective
+        destroy; the process exits and the group's parent ends the other ranks.
+        """
+        if not torch.distributed.is_initialized():
+            return
+        if ok:
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
