@@ -1,0 +1,435 @@
+"""The effect benchmark of issue 12: every method against `joint`, paired by seed, with 95 % CIs.
+
+Each seed s runs every method with seed = data_seed = s (one initialisation, shuffling and data
+draw or split, shared by every method of that seed), so method − `joint` is a paired difference.
+The interval is Student t over the n paired differences (n − 1 degrees of freedom), not a
+bootstrap: with 5 pairs a bootstrap's percentiles are too coarse to mean anything.
+
+    python bench/effect_grid.py [--tasks NAME,...] [--methods NAME,...] [--optimizers adam,official]
+                                [--seeds 0,1,2,3,4] [--out bench/results/effect_grid]
+    python bench/effect_grid.py --report [--out ...] [--figures bench/figures]   # tables + SVGs only
+
+Optimizers: `adam` is the common one (the trainer's defaults: Adam lr 1e-3, clip 0.8); `official`
+runs each method under its authors' optimizer, `cggm_core.presets.official_preset(method)` (a
+preset name, or None where the official recipe is that same Adam: then the `adam` run is the
+official one and is not repeated). The runs are resumable: each finished run is written at once
+to its task's JSON (`<out>/<task>.json`, one file per task, so processes running different tasks
+never write the same file) and a cell already there is skipped: stop and restart at will.
+
+Tasks (`TASKS`): `synthetic` with 2, 3 and 4 modalities at two imbalance levels, the three
+sequence/segmentation setups of bench/effect.py, and mfeat view sets on a small training split
+(val and test fractions 0.4 each: 400 training digits, 40 a class), where the data is easy
+enough that every method would otherwise reach the same ceiling. Nothing is reshaped to favour a
+method. The "weak" modality of a task is the one whose linear probe is lowest under `joint`
+(mean over seeds), read from the results, not chosen by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from effect import SEG, SEQ
+
+from cggm_core.methods import METHODS as REGISTRY
+from cggm_core.tracking import MemorySink
+from cggm_core.trainer import train
+
+NEVER = 10**6  # a log_every that never logs
+CGGM_LOG_EVERY = 5  # CGGM logs its coefficients every 5 steps, for the B statistics
+FAST = {"shapley": False, "probe_steps": 150}
+
+# Synthetic: m0 is the linear shortcut, m1… need a non-linear (4-cluster) boundary. "mild" keeps
+# the default strengths (the imbalance is structural only); "strong" makes the shortcut stronger
+# and the others weaker.
+_SYN = {"dataset": "synthetic", "epochs": 10, "train_size": 1000, "val_size": 300, "test_size": 1000, **FAST}
+
+
+def _syn(m: int, strong: bool) -> dict[str, Any]:
+    strengths = ",".join(["4.0"] + ["2.0"] * (m - 1)) if strong else "3.0"
+    return {**_SYN, "modalities": m, "strengths": strengths}
+
+
+_MFEAT = {"dataset": "mfeat", "epochs": 30, "val_fraction": 0.4, "test_fraction": 0.4, **FAST}
+TASKS: dict[str, dict[str, Any]] = {
+    "synthetic M=2 mild": _syn(2, False),
+    "synthetic M=2 strong": _syn(2, True),
+    "synthetic M=3 mild": _syn(3, False),
+    "synthetic M=3 strong": _syn(3, True),
+    "synthetic M=4 mild": _syn(4, False),
+    "synthetic M=4 strong": _syn(4, True),
+    "mfeat fou+fac": {**_MFEAT, "views": "fou,fac"},
+    "mfeat pix+mor": {**_MFEAT, "views": "pix,mor"},
+    "mfeat fou+kar+mor": {**_MFEAT, "views": "fou,kar,mor"},
+    "mfeat all 6": {**_MFEAT, "views": "fou,fac,kar,pix,zer,mor"},
+    "synthetic_seq classification": {**SEQ, "task": "classification", "shapley": False},
+    "synthetic_seq regression": {**SEQ, "task": "regression", "shapley": False},
+    "synthetic_seg": {**SEG, "shapley": False},
+}
+
+METHODS: dict[str, dict[str, Any]] = {
+    "joint": {"method": "joint"},
+    "cggm paper": {"method": "cggm", "variant": "paper"},
+    "cggm reference": {"method": "cggm", "variant": "reference"},
+    "cggm stable": {"method": "cggm", "variant": "stable"},
+    **{m: {"method": m} for m in ("ogm_ge", "agm", "mmpareto", "uniform", "gblending", "pmr", "mslr", "mla")},
+}
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+LOWER_IS_BETTER = {"mae", "loss"}
+
+
+def official_optimizer(method: str) -> str | None:
+    """The preset of the method's official optimizer, or None (its official one is the common Adam,
+    or the presets are not there yet: then the `official` column is left out and the report says so)."""
+    try:
+        from cggm_core.presets import official_preset  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    result: str | None = official_preset(method)
+    return result
+
+
+def supported(task: Mapping[str, Any], method: str) -> bool:
+    from cggm_core.config import resolve
+    from cggm_core.data import DATASETS
+
+    job = resolve({**task, "method": "joint"})
+    return REGISTRY[METHODS[method]["method"]].tasks is None or DATASETS[job.dataset].task_name(job.data) in (
+        REGISTRY[METHODS[method]["method"]].tasks or ()
+    )
+
+
+def job_of(task: str, method: str, optimizer: str, seed: int) -> dict[str, Any] | None:
+    cfg = METHODS[method]
+    job: dict[str, Any] = {**TASKS[task], **cfg, "seed": seed, "data_seed": seed}
+    job["log_every"] = CGGM_LOG_EVERY if cfg["method"] == "cggm" else NEVER
+    if optimizer == "official":
+        preset = official_optimizer(cfg["method"])
+        if preset is None:
+            return None
+        job["preset"] = preset
+    return job
+
+
+def coef_stats(sink: MemorySink, modalities: list[str]) -> dict[str, Any]:
+    per: dict[str, list[float]] = {m: [] for m in modalities}
+    for p in sink.points:
+        if p.key.startswith("coef/") and p.key[5:] in per:
+            per[p.key[5:]].append(p.value)
+    neutral = (len(modalities) - 1) / len(modalities)
+    first = per[modalities[0]]
+    return {
+        "median_b": {m: statistics.median(v) for m, v in per.items() if v},
+        "frac_neutral": sum(abs(v - neutral) < 1e-9 for v in first) / max(len(first), 1),
+    }
+
+
+def run_one(task: str, method: str, optimizer: str, seed: int) -> dict[str, Any] | None:
+    job = job_of(task, method, optimizer, seed)
+    if job is None:
+        return None
+    sink = MemorySink() if METHODS[method]["method"] == "cggm" else None
+    t0 = time.process_time()
+    s = train(job, device="cpu", sink=sink).summary
+    metric, bm = s["metric"], s["batch_metric"]
+    row: dict[str, Any] = {
+        "metric": metric,
+        "test": s["test"][f"test/{metric}"],
+        "test_all": s["test"],
+        "probe_metric": bm,
+        "probe": {k.rsplit("/", 1)[1]: v for k, v in s["probe"].items() if k.startswith(f"probe/{bm}/")},
+        "cpu_s": time.process_time() - t0,
+    }
+    if sink is not None:
+        row["coef"] = coef_stats(sink, list(row["probe"]))
+    return row
+
+
+def save(path: Path, results: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=0, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def key(task: str, optimizer: str, method: str, seed: int) -> str:
+    return f"{task} | {optimizer} | {method} | {seed}"
+
+
+def slug(task: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in task).strip("_")
+
+
+def load_all(out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for f in sorted(out.glob("*.json")):
+        results.update(json.loads(f.read_text()))
+    return results
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t_start = time.time()
+    for task in args.tasks.split(","):
+        path = out / f"{slug(task)}.json"
+        for optimizer in args.optimizers.split(","):
+            for seed in seeds:  # seed-major: a stopped run leaves whole seeds of every method
+                for method in args.methods.split(","):
+                    k = key(task, optimizer, method, seed)
+                    if not supported(TASKS[task], method):
+                        continue
+                    if optimizer == "official" and official_optimizer(METHODS[method]["method"]) is None:
+                        continue
+                    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+                    if k in results:
+                        continue
+                    row = run_one(task, method, optimizer, seed)
+                    results[k] = row
+                    save(path, results)
+                    print(
+                        f"{time.time() - t_start:7.0f}s {k}: test {row['test']:.4f} ({row['cpu_s']:.1f} cpu s)"
+                        if row
+                        else f"{k}: not run",
+                        flush=True,
+                    )
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    if n < 2:
+        return values[0], float("nan")
+    return statistics.fmean(values), T_975[n - 1] * statistics.stdev(values) / math.sqrt(n)
+
+
+def collect(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, dict[int, dict[str, Any]]]]]:
+    """task → optimizer → method → seed → row."""
+    out: dict[str, dict[str, dict[str, dict[int, dict[str, Any]]]]] = {}
+    for k, row in results.items():
+        if row is None:
+            continue
+        task, opt, method, seed = (p.strip() for p in k.split(" | "))
+        out.setdefault(task, {}).setdefault(opt, {}).setdefault(method, {})[int(seed)] = row
+    return out
+
+
+def weak_modality(joint: Mapping[int, Mapping[str, Any]]) -> str:
+    mods = list(next(iter(joint.values()))["probe"])
+    return min(mods, key=lambda m: statistics.fmean(r["probe"][m] for r in joint.values()))
+
+
+def paired(rows: Mapping[int, Any], base: Mapping[int, Any], get: Any) -> tuple[float, float, int] | None:
+    seeds = sorted(set(rows) & set(base))
+    if not seeds:
+        return None
+    d = [get(rows[s]) - get(base[s]) for s in seeds]
+    m, h = mean_ci(d)
+    return m, h, len(seeds)
+
+
+def fmt_ci(x: tuple[float, float, int] | None, scale: float = 100.0) -> str:
+    if x is None:
+        return "—"
+    m, h, _ = x
+    sig = not math.isnan(h) and abs(m) > h
+    cell = f"{m * scale:+.1f} ± {h * scale:.1f}"
+    return f"**{cell}**" if sig else cell
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+SUMMARY_KEYS = {
+    "acc": ["acc", "f1_macro"],
+    "mae": ["mae", "corr", "acc2"],
+    "dice/avg": ["dice/avg", "dice/wt", "dice/tc", "dice/et"],
+}
+
+
+def summary_tables(results: Mapping[str, Any], optimizer: str = "adam") -> str:
+    """Issue 10's effect tables: mean ± std over seeds of the test metrics and of every modality's
+    probe, per method, for the sequence and segmentation tasks."""
+    lines: list[str] = []
+    grid = collect(results)
+    for task in TASKS:
+        if not task.startswith("synthetic_se") or task not in grid or optimizer not in grid[task]:
+            continue
+        by_method = grid[task][optimizer]
+        first = next(iter(next(iter(by_method.values())).values()))
+        keys, mods, pm = SUMMARY_KEYS[first["metric"]], list(first["probe"]), first["probe_metric"]
+        lines.append(f"#### {task} ({optimizer})\n")
+        lines.append(
+            "| method | seeds | "
+            + " | ".join(f"test {k}" for k in keys)
+            + " | "
+            + " | ".join(f"probe {pm} {m}" for m in mods)
+            + " |"
+        )
+        lines.append("|---|---|" + "---|" * (len(keys) + len(mods)))
+        for method in METHODS:
+            rows = list(by_method.get(method, {}).values())
+            if not rows:
+                continue
+            cells = [mean_std([r["test_all"][f"test/{k}"] for r in rows]) for k in keys]
+            cells += [mean_std([r["probe"][m] for r in rows]) for m in mods]
+            lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report(results: Mapping[str, Any], figures: Path | None) -> str:
+    lines: list[str] = []
+    grid = collect(results)
+    for task in TASKS:
+        if task not in grid:
+            continue
+        by_opt = grid[task]
+        joint_adam = by_opt.get("adam", {}).get("joint")
+        if not joint_adam:
+            continue
+        weak = weak_modality(joint_adam)
+        first = next(iter(joint_adam.values()))
+        metric, pm = first["metric"], first["probe_metric"]
+        scale = 1.0 if metric in LOWER_IS_BETTER else 100.0
+        unit = "" if scale == 1.0 else " (points)"
+        lines.append(f"#### {task} — weak modality {weak}\n")
+        lines.append(
+            f"| method | optimizer | seeds | test {metric} | Δ test {metric} vs joint{unit} | "
+            f"Δ probe {pm} {weak} vs joint (points) | median B (CGGM) |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for method in METHODS:
+            for opt in ("adam", "official"):
+                rows = by_opt.get(opt, {}).get(method)
+                if not rows:
+                    continue
+                # the official run is paired with joint under joint's official optimizer (or Adam)
+                base = by_opt.get(opt, {}).get("joint") or joint_adam
+                d_test = paired(rows, base, lambda r: r["test"]) if method != "joint" or opt != "adam" else None
+                d_weak = (
+                    paired(rows, base, lambda r, w=weak: r["probe"][w]) if method != "joint" or opt != "adam" else None
+                )
+                coef = [r["coef"]["median_b"] for r in rows.values() if "coef" in r]
+                med = (
+                    ", ".join(f"{m} {statistics.fmean(c[m] for c in coef):.2f}" for m in coef[0])
+                    if coef and coef[0]
+                    else "—"
+                )
+                lines.append(
+                    f"| {method} | {opt} | {len(rows)} | {mean_std([r['test'] for r in rows.values()])} | "
+                    f"{fmt_ci(d_test, scale)} | {fmt_ci(d_weak)} | {med} |"
+                )
+        lines.append("")
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+            name = f"effect_{slug(task)}.svg"
+            (figures / name).write_text(forest_svg(task, by_opt, weak, metric, pm, scale))
+            lines.append(f"Figure: `bench/figures/{name}`\n")
+    return "\n".join(lines)
+
+
+def forest_svg(task: str, by_opt: Mapping[str, Any], weak: str, metric: str, pm: str, scale: float) -> str:
+    """Two panels (Δ test metric, Δ weak probe), one row per method, a dot and its 95 % CI per
+    optimizer (blue: Adam, red: official), a zero line; hand-written SVG, no plotting library."""
+    joint_adam = by_opt["adam"]["joint"]
+    rows: list[tuple[str, str, tuple[float, float, int] | None, tuple[float, float, int] | None]] = []
+    for method in METHODS:
+        if method == "joint":
+            continue
+        for opt in ("adam", "official"):
+            r = by_opt.get(opt, {}).get(method)
+            if not r:
+                continue
+            base = by_opt.get(opt, {}).get("joint") or joint_adam
+            rows.append(
+                (method, opt, paired(r, base, lambda x: x["test"]), paired(r, base, lambda x: x["probe"][weak]))
+            )
+    left, pw, gap, top, rh = 130, 300, 40, 40, 16
+    height = top + rh * len(rows) + 40
+    width = left + 2 * pw + gap + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="8" y="16" font-size="13">{task}: method − joint, paired by seed, 95 % t CI '
+        '(<tspan fill="#1f77b4">Adam</tspan>, <tspan fill="#d62728">official optimizer</tspan>)</text>',
+    ]
+    for col, (title, idx, sc) in enumerate(
+        (
+            (f"Δ test {metric}" + ("" if scale == 1.0 else " (points)"), 2, scale),
+            (f"Δ probe {pm} {weak} (points)", 3, 100.0),
+        )
+    ):
+        x0 = left + col * (pw + gap)
+        vals = [abs(r[idx][0]) + (r[idx][1] if not math.isnan(r[idx][1]) else 0) for r in rows if r[idx]]
+        span = max([*vals, 1e-6]) * sc * 1.05
+        out.append(f'<text x="{x0}" y="{top - 8}">{title}</text>')
+
+        def sx(v: float, x0: float = x0, span: float = span) -> float:
+            return x0 + pw / 2 + v / span * pw / 2
+
+        out.append(f'<line x1="{sx(0):.1f}" y1="{top}" x2="{sx(0):.1f}" y2="{height - 30}" stroke="#999"/>')
+        out.append(f'<text x="{x0}" y="{height - 14}">{-span:.2g}</text>')
+        out.append(f'<text x="{x0 + pw - 30}" y="{height - 14}">{span:.2g}</text>')
+        for i, (method, opt, *ds) in enumerate(rows):
+            y = top + rh * i + rh / 2
+            if col == 0:
+                out.append(f'<text x="8" y="{y + 4:.1f}">{method}</text>')
+            d = ds[idx - 2]
+            if d is None:
+                continue
+            color = "#1f77b4" if opt == "adam" else "#d62728"
+            m, h = d[0] * sc, (0.0 if math.isnan(d[1]) else d[1] * sc)
+            out.append(
+                f'<line x1="{sx(m - h):.1f}" y1="{y:.1f}" x2="{sx(m + h):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="1.5"/>'
+            )
+            out.append(f'<circle cx="{sx(m):.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"allowed: {', '.join(TASKS)}")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"allowed: {', '.join(METHODS)}")
+    ap.add_argument("--optimizers", default="adam,official")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--out", default="bench/results/effect_grid", help="a folder: one JSON per task")
+    ap.add_argument("--report", action="store_true", help="print the tables (and write the figures) only")
+    ap.add_argument("--figures", default="bench/figures", help="where --report writes one SVG per task")
+    args = ap.parse_args()
+    for t in args.tasks.split(","):
+        if t not in TASKS:
+            raise SystemExit(f"unknown task {t!r}; allowed: {', '.join(TASKS)}")
+    for m in args.methods.split(","):
+        if m not in METHODS:
+            raise SystemExit(f"unknown method {m!r}; allowed: {', '.join(METHODS)}")
+    torch.set_num_threads(1)
+    if args.report:
+        results = load_all(Path(args.out))
+        print(summary_tables(results))
+        print(report(results, Path(args.figures) if args.figures else None))
+        return
+    run_grid(args)
+
+
+if __name__ == "__main__":
+    main()
