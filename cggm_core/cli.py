@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", help="method name (see --list)")
     t.add_argument(
         "--preset",
-        help=f"the official recipe of a paper data set ({', '.join(PRESETS)}; see --list); "
+        help=f"an official recipe: a paper data set's or a method's ({', '.join(PRESETS)}; see --list); "
         "--set and the flags below override it",
     )
     t.add_argument(

@@ -23,12 +23,12 @@ from .data.base import kinds_of
 from .methods import METHODS
 from .models import MODELS
 from .plugins import Kind
-from .presets import PRESETS, Preset
+from .presets import COMPARED_AGAINST, PRESETS, Preset, official_preset
 from .settings import Setting, SettingError, SettingType
 from .tasks import SIGN_ZERO, TASKS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "plateau", "warmup_cosine")
+SCHEDULERS = ("none", "plateau", "warmup_cosine", "step")
 
 
 def _setting(default: Any, help: str, **bounds: Any) -> Any:
@@ -61,7 +61,8 @@ class TrainerConfig:
     scheduler: str = _setting(
         "none",
         "lr schedule of the model (the aux heads' lr stays fixed, as the official): none; plateau (on val/loss, "
-        "each epoch); warmup_cosine (each step: warmup_start_lr → lr, then cosine to final_lr)",
+        "each epoch); warmup_cosine (each step: warmup_start_lr → lr, then cosine to final_lr); step (× lr_step_gamma "
+        "every lr_step_epochs epochs)",
         choices=SCHEDULERS,
     )
     plateau_patience: int = _setting(
@@ -79,6 +80,12 @@ class TrainerConfig:
     )
     final_lr: float = _setting(
         1e-3, "warmup_cosine: the lr the cosine ends at (official BraTS: 1e-3)", min=0.0, max=10.0
+    )
+    lr_step_epochs: int = _setting(
+        70, "step: epochs between two lr cuts (official OGM-GE, AGM, PMR, MLA: 70)", min=1, max=100_000
+    )
+    lr_step_gamma: float = _setting(
+        0.1, "step: the lr is multiplied by this at each cut (official: 0.1)", min=1e-6, max=1.0
     )
     clip: float = _setting(0.8, "gradient-norm clip of the model (0 = off; official: 0.8)", min=0.0, max=1e6)
     log_every: int = _setting(1, "log the per-step probe every K steps", min=1, max=1_000_000)
@@ -115,6 +122,7 @@ TRAINER_SETTINGS: list[Setting] = _trainer_settings()
 # Folded in forms ("advanced" in the catalog): rarely changed.
 _ADVANCED = {"data_seed", "weight_decay", "momentum", "aux_lr_ratio", "aux_optimizer", "aux_weight_decay", "clip"}
 _ADVANCED |= {"plateau_patience", "plateau_factor", "warmup_epochs", "warmup_start_lr", "final_lr", "log_every"}
+_ADVANCED |= {"lr_step_epochs", "lr_step_gamma"}
 _ADVANCED |= {"shapley_max_modalities", "probe_steps", "probe_max_samples", "sign_zero", "num_workers", "pin_memory"}
 TRAINER_SETTINGS = [
     replace(s, extra={**s.extra, "advanced": True}) if s.name in _ADVANCED else s for s in TRAINER_SETTINGS
@@ -291,7 +299,7 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
     ds, method = DATASETS[ds_name], METHODS[m_name]
     model_name = _name(raw, "model", MODELS, default=ds.default_model) if raw.get("model") else ds.default_model
     model = MODELS[model_name]
-    preset = _preset(raw, ds_name)
+    preset = _preset(raw, ds_name, m_name)
     groups: list[tuple[list[Setting], dict[str, Any]]] = [
         (ds.settings, {}),
         (method.settings, {}),
@@ -345,23 +353,40 @@ def resolve(raw: Mapping[str, Any], max_data_bytes: int | None = None) -> JobCon
     )
 
 
-def _preset(raw: Mapping[str, Any], dataset: str) -> Preset | None:
-    """The job's preset (None when it names none); refused when it is not for the job's dataset."""
+def _preset(raw: Mapping[str, Any], dataset: str, method: str) -> Preset | None:
+    """The job's preset (None when it names none); refused when it is not for the job's data set
+    or, for a method's own recipe, not for the job's method (cggm_core/presets.py)."""
     name = raw.get("preset")
     if name is None or name == "":
         return None
-    for_this = [p.name for p in PRESETS.values() if dataset in p.datasets]
-    hint = f"the preset for {dataset!r} is {for_this[0]!r}" if for_this else f"dataset {dataset!r} has no preset"
+    hints = [p.name for p in PRESETS.values() if p.datasets and dataset in p.datasets]
+    hint = f"the preset for {dataset!r} is {hints[0]!r}" if hints else f"dataset {dataset!r} has no data-set preset"
+    own = official_preset(method)
+    if own is not None:
+        hint += f"; method {method!r}'s own recipe is {own!r}"
     if not isinstance(name, str):
         raise SettingError(f"'preset' must be a name (a string), got {type(name).__name__}; {hint}")
     if name not in PRESETS:
         raise SettingError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)} ({hint})")
     preset = PRESETS[name]
-    if dataset not in preset.datasets:
+    if not preset.for_dataset(dataset):
         raise SettingError(
             f"preset {name!r} is the official recipe for dataset {', '.join(preset.datasets)}, not {dataset!r}; {hint}"
         )
+    if not preset.for_method(method):
+        raise SettingError(
+            f"preset {name!r} is method {preset.method!r}'s official recipe, not {method!r}'s "
+            f"(besides {preset.method!r} it serves {', '.join(COMPARED_AGAINST)}); {hint}"
+        )
     return preset
+
+
+def _preset_scope(p: Preset) -> str:
+    """'brats' or 'method ogm_ge (and joint, unimodal), any dataset' for the catalog listing."""
+    if p.method is None:
+        return ", ".join(p.datasets) if p.datasets else "any dataset and method"
+    where = ", ".join(p.datasets) if p.datasets else "any dataset"
+    return f"method {p.method} (and {', '.join(COMPARED_AGAINST)}), {where}"
 
 
 def _gib(n: int) -> str:
@@ -411,6 +436,6 @@ def format_catalog() -> str:
     block("trainer:", TRAINER_SETTINGS)
     lines.append("presets (--preset NAME; explicit settings win):")
     for p in PRESETS.values():
-        lines.append(f"  {p.name}: for {', '.join(p.datasets)}: {p.help}")
+        lines.append(f"  {p.name}: for {_preset_scope(p)}: {p.help}")
     lines.extend(plugins.format_section())
     return "\n".join(lines)

@@ -10,6 +10,11 @@
                    towards `final_lr` over the remaining steps: the official BraTS schedule
                    (`cosine_scheduler` in src/eval_metrics.py, indexed by the iteration in
                    src/segtrain.py).
+    step           torch's StepLR, stepped once after each epoch: the lr is multiplied by
+                   `lr_step_gamma` after every `lr_step_epochs` epochs, i.e. epoch e (1-based) trains at
+                   lr · gamma^⌊(e − 1) / lr_step_epochs⌋: the official OGM-GE, AGM, PMR and MLA schedule
+                   (`StepLR(optimizer, lr_decay_step=70, lr_decay_ratio=0.1)` with `scheduler.step()`
+                   at the end of each training epoch; see cggm_core/presets.py for the lines).
 
 As the official code, a schedule drives only the model's optimizer; the aux heads keep their fixed
 lr (`lr · aux_lr_ratio`). Where we depart: the official validation loss is the mean of per-batch
@@ -89,6 +94,29 @@ class Plateau(Schedule):
         self.inner.load_state_dict(state["inner"])
 
 
+class StepDecay(Schedule):
+    """The lr × gamma every `step_epochs` epochs (torch's StepLR, stepped after each epoch).
+
+    torch's StepLR multiplies every parameter group's lr, so a method's per-group multiplier
+    (MSLR's `lr_scale`) keeps its ratio to the base lr.
+    """
+
+    name = "step"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, step_epochs: int, gamma: float) -> None:
+        self.inner = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_epochs, gamma=gamma)
+
+    def after_epoch(self, val_loss: float) -> None:
+        self.inner.step()  # the official steps it at the end of each training epoch, whatever the loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.inner.load_state_dict(state["inner"])
+
+
 class WarmupCosine(Schedule):
     name = "warmup_cosine"
 
@@ -137,4 +165,6 @@ def make_schedule(t: TrainerConfig, optimizer: torch.optim.Optimizer, steps_per_
             warmup_steps=t.warmup_epochs * steps_per_epoch,
             total_steps=t.epochs * steps_per_epoch,
         )
-    raise ValueError(f"unknown scheduler {t.scheduler!r}; allowed: none, plateau, warmup_cosine")
+    if t.scheduler == "step":
+        return StepDecay(optimizer, t.lr_step_epochs, t.lr_step_gamma)
+    raise ValueError(f"unknown scheduler {t.scheduler!r}; allowed: none, plateau, warmup_cosine, step")
