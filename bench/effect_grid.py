@@ -9,10 +9,15 @@ bootstrap: with 5 pairs a bootstrap's percentiles are too coarse to mean anythin
                                 [--seeds 0,1,2,3,4] [--out bench/results/effect_grid]
     python bench/effect_grid.py --report [--out ...] [--figures bench/figures]   # tables + SVGs only
 
-Optimizers: `adam` is the common one (the trainer's defaults: Adam lr 1e-3, clip 0.8); `official`
-runs each method under its authors' optimizer, `cggm_core.presets.official_preset(method)` (a
-preset name, or None where the official recipe is that same Adam: then the `adam` run is the
-official one and is not repeated). The runs are resumable: each finished run is written at once
+Optimizers: `adam` is the common one (the trainer's defaults: Adam lr 1e-3, aux heads 5e-4, clip
+0.8). `official` runs each method under its authors' recipe, the preset
+`cggm_core.presets.official_preset(method)` (optimizer, lr, momentum, weight decay, clip,
+schedule, batch size), with the task's own epoch count (an explicit setting wins over a preset:
+the presets' 50–130 epochs do not fit this machine, and the task's count is the one every method
+gets). A method with no official recipe (`mslr`) has no `official` row. Under `official`, `joint`
+is run once per distinct recipe (`joint@<preset>`; presets whose trainer values differ only in
+epochs share one) and each method is paired with the `joint` of its own recipe, so a Δ measures
+the method, not the optimizer. The runs are resumable: each finished run is written at once
 to its task's JSON (`<out>/<task>.json`, one file per task, so processes running different tasks
 never write the same file) and a cell already there is skipped: stop and restart at will.
 
@@ -92,14 +97,21 @@ LOWER_IS_BETTER = {"mae", "loss"}
 
 
 def official_optimizer(method: str) -> str | None:
-    """The preset of the method's official optimizer, or None (its official one is the common Adam,
-    or the presets are not there yet: then the `official` column is left out and the report says so)."""
-    try:
-        from cggm_core.presets import official_preset  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    result: str | None = official_preset(method)
-    return result
+    """The name of the method's official preset, or None (it has none)."""
+    from cggm_core.presets import official_preset
+
+    return official_preset(method)
+
+
+def recipe_group(preset: str) -> str:
+    """The first preset (by name) whose trainer values equal this one's apart from epochs: the
+    recipe its `joint` is run under."""
+    from cggm_core.presets import PRESETS
+
+    def values(name: str) -> dict[str, Any]:
+        return {k: v for k, v in PRESETS[name].trainer.items() if k != "epochs"}
+
+    return min(n for n in PRESETS if PRESETS[n].method is not None and values(n) == values(preset))
 
 
 def supported(task: Mapping[str, Any], method: str) -> bool:
@@ -107,19 +119,30 @@ def supported(task: Mapping[str, Any], method: str) -> bool:
     from cggm_core.data import DATASETS
 
     job = resolve({**task, "method": "joint"})
-    return REGISTRY[METHODS[method]["method"]].tasks is None or DATASETS[job.dataset].task_name(job.data) in (
-        REGISTRY[METHODS[method]["method"]].tasks or ()
-    )
+    served = REGISTRY[METHODS[method]["method"]].tasks
+    return served is None or DATASETS[job.dataset].task_name(job.data) in served
 
 
-def job_of(task: str, method: str, optimizer: str, seed: int) -> dict[str, Any] | None:
+def plan(methods: list[str], optimizer: str) -> list[tuple[str, str, str | None]]:
+    """(label, method, preset) of every run of one task and seed."""
+    if optimizer == "adam":
+        return [(m, m, None) for m in methods]
+    out: list[tuple[str, str, str | None]] = []
+    for m in methods:
+        preset = official_optimizer(METHODS[m]["method"]) if m != "joint" else None
+        if preset is not None:
+            group = recipe_group(preset)
+            if ("joint@" + group, "joint", group) not in out:
+                out.append(("joint@" + group, "joint", group))
+            out.append((m, m, preset))
+    return out
+
+
+def job_of(task: str, method: str, preset: str | None, seed: int) -> dict[str, Any]:
     cfg = METHODS[method]
     job: dict[str, Any] = {**TASKS[task], **cfg, "seed": seed, "data_seed": seed}
     job["log_every"] = CGGM_LOG_EVERY if cfg["method"] == "cggm" else NEVER
-    if optimizer == "official":
-        preset = official_optimizer(cfg["method"])
-        if preset is None:
-            return None
+    if preset is not None:
         job["preset"] = preset
     return job
 
@@ -137,10 +160,8 @@ def coef_stats(sink: MemorySink, modalities: list[str]) -> dict[str, Any]:
     }
 
 
-def run_one(task: str, method: str, optimizer: str, seed: int) -> dict[str, Any] | None:
-    job = job_of(task, method, optimizer, seed)
-    if job is None:
-        return None
+def run_one(task: str, method: str, preset: str | None, seed: int) -> dict[str, Any]:
+    job = job_of(task, method, preset, seed)
     sink = MemorySink() if METHODS[method]["method"] == "cggm" else None
     t0 = time.process_time()
     s = train(job, device="cpu", sink=sink).summary
@@ -152,6 +173,7 @@ def run_one(task: str, method: str, optimizer: str, seed: int) -> dict[str, Any]
         "probe_metric": bm,
         "probe": {k.rsplit("/", 1)[1]: v for k, v in s["probe"].items() if k.startswith(f"probe/{bm}/")},
         "cpu_s": time.process_time() - t0,
+        "preset": preset,
     }
     if sink is not None:
         row["coef"] = coef_stats(sink, list(row["probe"]))
@@ -188,22 +210,18 @@ def run_grid(args: argparse.Namespace) -> None:
         path = out / f"{slug(task)}.json"
         for optimizer in args.optimizers.split(","):
             for seed in seeds:  # seed-major: a stopped run leaves whole seeds of every method
-                for method in args.methods.split(","):
-                    k = key(task, optimizer, method, seed)
+                for label, method, preset in plan(args.methods.split(","), optimizer):
+                    k = key(task, optimizer, label, seed)
                     if not supported(TASKS[task], method):
-                        continue
-                    if optimizer == "official" and official_optimizer(METHODS[method]["method"]) is None:
                         continue
                     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
                     if k in results:
                         continue
-                    row = run_one(task, method, optimizer, seed)
+                    row = run_one(task, method, preset, seed)
                     results[k] = row
                     save(path, results)
                     print(
-                        f"{time.time() - t_start:7.0f}s {k}: test {row['test']:.4f} ({row['cpu_s']:.1f} cpu s)"
-                        if row
-                        else f"{k}: not run",
+                        f"{time.time() - t_start:7.0f}s {k}: test {row['test']:.4f} ({row['cpu_s']:.1f} cpu s)",
                         flush=True,
                     )
 
@@ -304,7 +322,7 @@ def report(results: Mapping[str, Any], figures: Path | None) -> str:
             continue
         by_opt = grid[task]
         joint_adam = by_opt.get("adam", {}).get("joint")
-        if not joint_adam:
+        if not joint_adam:  # the weak modality and the metric are read from joint under Adam
             continue
         weak = weak_modality(joint_adam)
         first = next(iter(joint_adam.values()))
@@ -317,25 +335,25 @@ def report(results: Mapping[str, Any], figures: Path | None) -> str:
             f"Δ probe {pm} {weak} vs joint (points) | median B (CGGM) |"
         )
         lines.append("|---|---|---|---|---|---|---|")
-        for method in METHODS:
+        official_joints = sorted(k for k in by_opt.get("official", {}) if k.startswith("joint@"))
+        for method in [*METHODS, *official_joints]:
             for opt in ("adam", "official"):
                 rows = by_opt.get(opt, {}).get(method)
                 if not rows:
                     continue
-                # the official run is paired with joint under joint's official optimizer (or Adam)
-                base = by_opt.get(opt, {}).get("joint") or joint_adam
-                d_test = paired(rows, base, lambda r: r["test"]) if method != "joint" or opt != "adam" else None
-                d_weak = (
-                    paired(rows, base, lambda r, w=weak: r["probe"][w]) if method != "joint" or opt != "adam" else None
-                )
+                base = base_of(by_opt, opt, rows)
+                is_base = method == "joint" or method.startswith("joint@")
+                d_test = None if is_base or base is None else paired(rows, base, lambda r: r["test"])
+                d_weak = None if is_base or base is None else paired(rows, base, lambda r, w=weak: r["probe"][w])
                 coef = [r["coef"]["median_b"] for r in rows.values() if "coef" in r]
                 med = (
                     ", ".join(f"{m} {statistics.fmean(c[m] for c in coef):.2f}" for m in coef[0])
                     if coef and coef[0]
                     else "—"
                 )
+                recipe = "adam" if opt == "adam" else str(next(iter(rows.values()))["preset"])
                 lines.append(
-                    f"| {method} | {opt} | {len(rows)} | {mean_std([r['test'] for r in rows.values()])} | "
+                    f"| {method} | {recipe} | {len(rows)} | {mean_std([r['test'] for r in rows.values()])} | "
                     f"{fmt_ci(d_test, scale)} | {fmt_ci(d_weak)} | {med} |"
                 )
         lines.append("")
@@ -347,10 +365,18 @@ def report(results: Mapping[str, Any], figures: Path | None) -> str:
     return "\n".join(lines)
 
 
+def base_of(by_opt: Mapping[str, Any], opt: str, rows: Mapping[int, Any]) -> Mapping[int, Any] | None:
+    """The `joint` runs a method's runs are paired with: Adam's, or the `joint` of its own recipe."""
+    if opt == "adam":
+        base: Mapping[int, Any] | None = by_opt["adam"].get("joint")
+        return base
+    preset = next(iter(rows.values()))["preset"]
+    return by_opt.get("official", {}).get("joint@" + recipe_group(preset))
+
+
 def forest_svg(task: str, by_opt: Mapping[str, Any], weak: str, metric: str, pm: str, scale: float) -> str:
     """Two panels (Δ test metric, Δ weak probe), one row per method, a dot and its 95 % CI per
     optimizer (blue: Adam, red: official), a zero line; hand-written SVG, no plotting library."""
-    joint_adam = by_opt["adam"]["joint"]
     rows: list[tuple[str, str, tuple[float, float, int] | None, tuple[float, float, int] | None]] = []
     for method in METHODS:
         if method == "joint":
@@ -359,7 +385,9 @@ def forest_svg(task: str, by_opt: Mapping[str, Any], weak: str, metric: str, pm:
             r = by_opt.get(opt, {}).get(method)
             if not r:
                 continue
-            base = by_opt.get(opt, {}).get("joint") or joint_adam
+            base = base_of(by_opt, opt, r)
+            if base is None:
+                continue
             rows.append(
                 (method, opt, paired(r, base, lambda x: x["test"]), paired(r, base, lambda x: x["probe"][weak]))
             )
