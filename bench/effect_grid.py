@@ -10,16 +10,17 @@ bootstrap: with 5 pairs a bootstrap's percentiles are too coarse to mean anythin
     python bench/effect_grid.py --report [--out ...] [--figures bench/figures]   # tables + SVGs only
 
 Optimizers: `adam` is the common one (the trainer's defaults: Adam lr 1e-3, aux heads 5e-4, clip
-0.8). `official` runs each method under its authors' recipe, the preset
-`cggm_core.presets.official_preset(method)` (optimizer, lr, momentum, weight decay, clip,
-schedule, batch size), with the task's own epoch count (an explicit setting wins over a preset:
-the presets' 50–130 epochs do not fit this machine, and the task's count is the one every method
-gets). A method with no official recipe (`mslr`) has no `official` row. Under `official`, `joint`
-is run once per distinct recipe (`joint@<preset>`; presets whose trainer values differ only in
-epochs share one) and each method is paired with the `joint` of its own recipe, so a Δ measures
-the method, not the optimizer. The runs are resumable: each finished run is written at once
-to its task's JSON (`<out>/<task>.json`, one file per task, so processes running different tasks
-never write the same file) and a cell already there is skipped: stop and restart at will.
+0.8), with the task's epochs. `official` runs each method under its authors' whole recipe, the
+preset `cggm_core.presets.official_preset(method)` (optimizer, lr, momentum, weight decay, clip,
+schedule, batch size and epochs: their SGD at lr 1e-4–3e-3 barely moves in the tasks' 10–30
+epochs, so the preset's 30–130 epochs are kept; the task's data and model settings stay). A
+method with no official recipe (`mslr`) has no `official` row. Under `official`, `joint` is run
+once per distinct recipe (`joint@<preset>`; presets with equal trainer values share one) and each
+method is paired with the `joint` of its own recipe, so a Δ measures the method, not the
+optimizer or the epochs. The runs are resumable: each finished run is written at once to its
+task's JSON (`<out>/<task>.json` for Adam, `<out>/<task>__official.json`: processes running
+different tasks or optimizers never write the same file) and a cell already there is skipped:
+stop and restart at will.
 
 Tasks (`TASKS`): `synthetic` with 2, 3 and 4 modalities at two imbalance levels, the three
 sequence/segmentation setups of bench/effect.py, and mfeat view sets on a small training split
@@ -104,12 +105,12 @@ def official_optimizer(method: str) -> str | None:
 
 
 def recipe_group(preset: str) -> str:
-    """The first preset (by name) whose trainer values equal this one's apart from epochs: the
-    recipe its `joint` is run under."""
+    """The first method preset (by name) whose trainer values equal this one's: the recipe its
+    `joint` is run under."""
     from cggm_core.presets import PRESETS
 
     def values(name: str) -> dict[str, Any]:
-        return {k: v for k, v in PRESETS[name].trainer.items() if k != "epochs"}
+        return dict(PRESETS[name].trainer)
 
     return min(n for n in PRESETS if PRESETS[n].method is not None and values(n) == values(preset))
 
@@ -144,6 +145,7 @@ def job_of(task: str, method: str, preset: str | None, seed: int) -> dict[str, A
     job["log_every"] = CGGM_LOG_EVERY if cfg["method"] == "cggm" else NEVER
     if preset is not None:
         job["preset"] = preset
+        del job["epochs"]  # the recipe's (an explicit setting would win over the preset)
     return job
 
 
@@ -207,8 +209,8 @@ def run_grid(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     t_start = time.time()
     for task in args.tasks.split(","):
-        path = out / f"{slug(task)}.json"
         for optimizer in args.optimizers.split(","):
+            path = out / (f"{slug(task)}.json" if optimizer == "adam" else f"{slug(task)}__{optimizer}.json")
             for seed in seeds:  # seed-major: a stopped run leaves whole seeds of every method
                 for label, method, preset in plan(args.methods.split(","), optimizer):
                     k = key(task, optimizer, label, seed)

@@ -53,16 +53,15 @@ def test_official_runs_are_paired_with_joint_under_their_own_recipe() -> None:
         assert preset == official_preset(g.METHODS[method]["method"])
         joint = "joint@" + g.recipe_group(preset)
         assert joint in labels and labels.index(joint) < labels.index(label)
-        ours = {k: v for k, v in PRESETS[preset].trainer.items() if k != "epochs"}
-        theirs = {k: v for k, v in PRESETS[g.recipe_group(preset)].trainer.items() if k != "epochs"}
-        assert ours == theirs
+        assert dict(PRESETS[preset].trainer) == dict(PRESETS[g.recipe_group(preset)].trainer)
     assert "joint@agm-official" in labels and "joint@mmpareto-official" in labels  # different lrs
-    # the job keeps the task's epochs, not the preset's 100
+    # the whole recipe, epochs included; the task's data settings stay
     from cggm_core.config import resolve
 
     job = resolve(g.job_of("synthetic M=2 mild", "ogm_ge", "ogm_ge-official", 0))
-    assert job.trainer.epochs == g.TASKS["synthetic M=2 mild"]["epochs"]
+    assert job.trainer.epochs == PRESETS["ogm_ge-official"].trainer["epochs"] == 100
     assert job.trainer.optimizer == "sgd" and job.trainer.clip == 0.0
+    assert job.data["train_size"] == g.TASKS["synthetic M=2 mild"]["train_size"]
 
 
 def test_grid_runs_resumes_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
