@@ -182,8 +182,12 @@ def run_one(task: str, method: str, preset: str | None, seed: int) -> dict[str, 
     return row
 
 
-def save(path: Path, results: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+def save(path: Path, k: str, row: dict[str, Any]) -> None:
+    """Add one cell: the file is read again just before the write, so that cells another process
+    added meanwhile are kept (the window between read and replace is a few milliseconds)."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[k] = row
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(results, indent=0, sort_keys=True))
     os.replace(tmp, path)
 
@@ -220,8 +224,7 @@ def run_grid(args: argparse.Namespace) -> None:
                     if k in results:
                         continue
                     row = run_one(task, method, preset, seed)
-                    results[k] = row
-                    save(path, results)
+                    save(path, k, row)
                     print(
                         f"{time.time() - t_start:7.0f}s {k}: test {row['test']:.4f} ({row['cpu_s']:.1f} cpu s)",
                         flush=True,
