@@ -319,6 +319,50 @@ def summary_tables(results: Mapping[str, Any], optimizer: str = "adam") -> str:
     return "\n".join(lines)
 
 
+def scoreboard(results: Mapping[str, Any], optimizer: str = "adam", min_seeds: int = 3) -> str:
+    """Per method, over the tasks with at least `min_seeds` paired seeds: in how many its Δ against
+    `joint` is significantly better (+), significantly worse (−) or neither (0), for the test metric
+    (better = lower for MAE) and for the weak modality's probe."""
+    grid = collect(results)
+    counts: dict[str, dict[str, list[int]]] = {}
+    tasks_used: list[str] = []
+    for task in TASKS:
+        by_opt = grid.get(task, {})
+        joint = by_opt.get("adam", {}).get("joint")
+        if not joint or optimizer not in by_opt:
+            continue
+        weak = weak_modality(joint)
+        lower = next(iter(joint.values()))["metric"] in LOWER_IS_BETTER
+        used = False
+        for method, rows in by_opt[optimizer].items():
+            if method.startswith("joint"):
+                continue
+            base = base_of(by_opt, optimizer, rows)
+            if base is None:
+                continue
+            for which, get in (("test", lambda r: r["test"]), ("weak", lambda r, w=weak: r["probe"][w])):
+                d = paired(rows, base, get)
+                if d is None or d[2] < min_seeds:
+                    continue
+                used = True
+                m, h, _ = d
+                better = -m if (which == "test" and lower) else m
+                cell = counts.setdefault(method, {"test": [0, 0, 0], "weak": [0, 0, 0]})[which]
+                cell[0 if better > h else 1 if better < -h else 2] += 1
+        if used:
+            tasks_used.append(task)
+    lines = [
+        f"Tasks with ≥ {min_seeds} paired seeds ({optimizer}): {', '.join(tasks_used)}\n",
+        "| method | test metric: better / worse / neither | weak modality's probe: better / worse / neither |",
+        "|---|---|---|",
+    ]
+    for method in METHODS:
+        if method in counts:
+            t, w = counts[method]["test"], counts[method]["weak"]
+            lines.append(f"| {method} | {t[0]} / {t[1]} / {t[2]} | {w[0]} / {w[1]} / {w[2]} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: Mapping[str, Any], figures: Path | None) -> str:
     lines: list[str] = []
     grid = collect(results)
@@ -458,6 +502,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.report:
         results = load_all(Path(args.out))
+        print(scoreboard(results, "adam"))
+        print(scoreboard(results, "official"))
         print(summary_tables(results))
         print(report(results, Path(args.figures) if args.figures else None))
         return
