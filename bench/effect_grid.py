@@ -271,7 +271,8 @@ def fmt_ci(x: tuple[float, float, int] | None, scale: float = 100.0) -> str:
         return "—"
     m, h, _ = x
     sig = not math.isnan(h) and abs(m) > h
-    cell = f"{m * scale:+.1f} ± {h * scale:.1f}"
+    digits = 1 if scale == 100.0 else 3  # points of a fraction; a raw metric (MAE) to 3 places
+    cell = f"{m * scale:+.{digits}f} ± {h * scale:.{digits}f}"
     return f"**{cell}**" if sig else cell
 
 
