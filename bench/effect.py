@@ -89,8 +89,8 @@ def method_list(modalities: list[str], alone: list[str]) -> list[tuple[str, dict
     out: list[tuple[str, dict[str, object]]] = [("joint", {"method": "joint"})]
     for v in ("paper", "reference", "stable"):
         out.append((f"cggm {v}", {"method": "cggm", "variant": v}))
-    for name in ("ogm_ge", "agm", "mmpareto"):
-        if name in METHODS:
+    for name in METHODS:  # every registered baseline
+        if name not in ("joint", "cggm", "unimodal"):
             out.append((name, {"method": name}))
     for m in alone:
         out.append((f"unimodal {m}", {"method": "unimodal", "modality": m}))
@@ -193,7 +193,13 @@ def main() -> None:
         alone = modalities if args.unimodal is None else [m for m in args.unimodal.split(",") if m in modalities]
         results[setup] = {}
         t_setup = time.time()
+        probe_job = resolve({**base, "method": "joint"})
+        task = DATASETS[probe_job.dataset].task_name(probe_job.data)
         for label, cfg in method_list(modalities, alone):
+            served = METHODS[str(cfg["method"])].tasks
+            if served is not None and task not in served:
+                print(f"{setup:30s} {label:16s} not run: the method does not serve {task}", flush=True)
+                continue
             runs = [run_one(base, cfg, seed, modalities) for seed in seeds]
             results[setup][label] = runs
             print(
