@@ -64,7 +64,9 @@ def test_start_run_from_form_and_watch_it_finish(stack: Stack, page: Any) -> Non
     # One curve per modality, each with every logged step (log_every 1: 4 batches × 3 epochs).
     wait_for(lambda: trace_lengths(page, "run-panel-acc") == [12, 12], 20, "12 points per acc curve")
     assert trace_names(page, "run-panel-acc") == ["m0", "m1"]
-    assert trace_lengths(page, "run-panel-coef") == [12, 12]
+    # Panels far down the page draw when they come near (lazy): bring each into view first.
+    page.locator(graph_selector("run-panel-coef")).scroll_into_view_if_needed()
+    wait_for(lambda: trace_lengths(page, "run-panel-coef") == [12, 12], 20, "12 points per coef curve")
     assert "epoch 3/3" in page.locator("#run-progress").inner_text()
     # The dominance readout names a leader for accuracy and gradient norm, with how often it led.
     wait_for(lambda: "led" in page.locator("#run-dominance-now").inner_text(), 15, "the dominance readout")
@@ -73,7 +75,8 @@ def test_start_run_from_form_and_watch_it_finish(stack: Stack, page: Any) -> Non
     wait_for(lambda: "probe acc" in card.inner_text() and "blow-ups" in card.inner_text(), 15, "the summary card")
     assert "test acc" in card.inner_text()
     # The panels' methods' own diagnostic (CGGM's loss/gm) is drawn with the losses.
-    assert "loss/gm" in trace_names(page, "run-panel-losses")
+    page.locator(graph_selector("run-panel-losses")).scroll_into_view_if_needed()
+    wait_for(lambda: "loss/gm" in trace_names(page, "run-panel-losses"), 20, "loss/gm among the losses")
 
 
 def test_backend_validation_error_is_shown_inline(stack: Stack, page: Any) -> None:
