@@ -235,15 +235,8 @@ def query_series(
         sql += f" AND step > {ph}"
         params.append(since_step)
     sql += " ORDER BY key, step"
-    if max_rows is not None:
-        sql += f" LIMIT {int(max_rows) + 1}"
-    cursor = session.connection().connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    if max_rows is not None and len(rows) > max_rows:
+    rows = _fetch_capped(session, sql, params, max_rows)
+    if rows is None:
         return None
     out: dict[str, tuple[list[int], list[float], list[float]]] = {k: ([], [], []) for k in keys or []}
     nan = math.nan
@@ -253,6 +246,20 @@ def query_series(
         vals = [nan if v is None else v for v in values] if None in values else values
         out[key] = ([r[1] for r in part], vals, [r[3] for r in part])
     return out
+
+
+def _fetch_capped(session: Session, sql: str, params: list[Any], max_rows: int | None) -> Sequence[Any] | None:
+    """Rows of `sql` through the driver's cursor; None when there are more than `max_rows` (the SQL
+    asked for one more row than the cap, so the overflow is seen without reading everything)."""
+    if max_rows is not None:
+        sql += f" LIMIT {int(max_rows) + 1}"
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return None if max_rows is not None and len(rows) > max_rows else rows
 
 
 def _query_one_series(
@@ -266,15 +273,8 @@ def _query_one_series(
         sql += f" AND step > {ph}"
         params.append(since_step)
     sql += " ORDER BY step"
-    if max_rows is not None:
-        sql += f" LIMIT {int(max_rows) + 1}"
-    cursor = session.connection().connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    if max_rows is not None and len(rows) > max_rows:
+    rows = _fetch_capped(session, sql, params, max_rows)
+    if rows is None:
         return None
     values = [r[1] for r in rows]
     if None in values:
