@@ -49,8 +49,9 @@ KEYS_PARAM_PATTERN = f"^{_KEY_CHAR}*[^\\s,\\u0000-\\u001f\\u007f-\\u009f]{_KEY_C
     dependencies=[WriteAuth],
     openapi_extra=_BATCH_SCHEMA,
     responses={**WRITE, **CONFLICT},
+    response_model=IngestResult,
 )
-def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDep) -> IngestResult:
+def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDep) -> Response:
     """Store a batch; idempotent on (run, key, step). Two shapes, alone or together:
 
     - rows: `{"points": [{"key", "step", "value", "time"?}, ...]}`
@@ -67,7 +68,8 @@ def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDe
     with db.write_connection() as conn:
         run_store.require_accepts_metrics(conn, run_id=run_id)
         accepted, duplicates = metric_store.ingest_series(conn, run_id=run_id, series=series, total=total)
-    return IngestResult(accepted=accepted, duplicates=duplicates)
+    # The answer's bytes directly: its two ints need no response-model validation (~40 µs a request).
+    return Response(b'{"accepted":%d,"duplicates":%d}' % (accepted, duplicates), media_type="application/json")
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic)

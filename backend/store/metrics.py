@@ -71,12 +71,36 @@ def ingest_series(
             )
         )
         accepted = _executemany(conn, _SQLITE_INSERT, rows)
-    blocks = _blocks(run_id, merged)
+    new_points = sum(len(s.steps) for s in merged)
+    # A re-sent step keeps its first value (ON CONFLICT DO NOTHING), so when the batch held steps
+    # already stored, the rollup merges what is stored at the batch's steps, not what was sent:
+    # a re-send with another value must not put a point into the rollup that the series lacks.
+    blocks = _blocks(run_id, merged if accepted == new_points else _stored(conn, run_id, merged))
     if blocks:
         _executemany(conn, _UPSERT_BLOCK.replace("?", _placeholder(conn)), blocks)
     latest = [(run_id, s.key, s.steps[-1], s.values[-1], s.times[-1]) for s in merged]
     _executemany(conn, _UPSERT_LATEST.replace("?", _placeholder(conn)), latest)
     return accepted, total - accepted
+
+
+def _stored(conn: Connection, run_id: int, merged: list[SeriesIn]) -> list[SeriesIn]:
+    """What is stored now at each series' steps (ordered, None = NaN)."""
+    ph = _placeholder(conn)
+    sql = (
+        f"SELECT step, value, time FROM metrics WHERE run_id = {ph} AND key = {ph} AND step >= {ph} AND step <= {ph} "
+        "ORDER BY step"
+    )
+    out: list[SeriesIn] = []
+    cursor = conn.connection.cursor()
+    try:
+        for s in merged:
+            cursor.execute(sql, (run_id, s.key, s.steps[0], s.steps[-1]))
+            wanted = set(s.steps)
+            rows = [r for r in cursor.fetchall() if r[0] in wanted]
+            out.append(SeriesIn(s.key, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+    finally:
+        cursor.close()
+    return out
 
 
 def _merged(series: Sequence[SeriesIn]) -> list[SeriesIn]:

@@ -71,4 +71,4 @@ def test_upgrade_from_0003_backfills_models_and_adds_workers(empty_db_url: str, 
     with db.engine.connect() as conn:
         revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
     db.dispose()
-    assert revision == "0004"
+    assert revision == "0005"

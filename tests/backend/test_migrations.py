@@ -119,4 +119,4 @@ def test_upgrade_from_0001_keeps_old_extremes_in_downsampled_reads(empty_db_url:
         values = [value_at(s) for s in steps]
         expected.append((block, steps[values.index(min(values))], steps[values.index(max(values))]))
     assert [tuple(r) for r in stored] == expected
-    assert revision == "0004"  # the newest revision (`cggm serve` upgraded to it)
+    assert revision == "0005"  # the newest revision (`cggm serve` upgraded to it)

@@ -224,6 +224,27 @@ def test_downsampled_read_of_a_long_series_from_the_rollup(api: httpx.Client) ->
         assert value == values[step] and t == 1000.0 + step  # real points, not bucket averages
 
 
+def test_a_step_sent_again_with_another_value_leaves_the_rollup_as_the_series_is(api: httpx.Client) -> None:
+    """The first value of a step wins (ON CONFLICT DO NOTHING); the rollup must agree. Before
+    migration 0005's change, a re-send of steps with other values merged the *sent* extremes into
+    the blocks, so a downsampled read showed a point (step 64, 99.0) that the series does not hold."""
+    run_id = new_running_run(api)
+    n = 6400
+    rows = [{"key": "loss", "step": i, "value": math.cos(i / 100.0), "time": 1000.0 + i} for i in range(n)]
+    for i in range(0, n, 1000):
+        api.post(f"/api/runs/{run_id}/metrics", json={"points": rows[i : i + 1000]}).raise_for_status()
+    other = [{**r, "value": 99.0 if r["step"] == 64 else -99.0} for r in rows[0:200]] + [
+        {"key": "loss", "step": n, "value": 0.5, "time": 1000.0 + n}  # and one new step
+    ]
+    assert api.post(f"/api/runs/{run_id}/metrics", json={"points": other}).json() == {"accepted": 1, "duplicates": 200}
+    # max_points below twice the 101 blocks: the read is served from the rollup, not the raw points
+    s = api.get(f"/api/runs/{run_id}/metrics", params={"max_points": 150}).json()["series"]["loss"]
+    assert len(s["steps"]) <= 150
+    for step, value in zip(s["steps"], s["values"], strict=True):
+        assert value == (0.5 if step == n else rows[step]["value"]), step  # only stored points
+    assert max(s["values"]) == 1.0 and min(s["values"]) == pytest.approx(-1.0, abs=1e-3)
+
+
 # -- issue 8, item 8: a key that is accepted can be fetched ---------------------------------------------------
 def test_repeated_keys_parameters_are_taken_verbatim_and_the_comma_form_still_works(api: httpx.Client) -> None:
     run_id = new_running_run(api)
