@@ -17,6 +17,7 @@ from .errors import install_handlers
 from .lifecycle import sweep_lost_forever
 from .limits import BodySizeLimit
 from .read_auth import install_read_auth
+from .read_cache import SeriesCache
 from .routers import meta, metrics, runs, workers
 from .schemas.common import JSON_VALUE_SCHEMA
 from .schemas.metrics import MetricsBatch
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.series_cache = SeriesCache(settings.read_cache_mb << 20) if settings.read_cache_mb else None
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     install_handlers(app)
     for module in (meta, runs, metrics, workers):

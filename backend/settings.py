@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="a metrics read of more points than this is streamed, this many points per database query",
     )
+    read_cache_mb: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="MB of encoded full series reads kept while the series is unchanged (backend/read_cache.py); 0 = off",
+    )
     max_request_bytes: int = Field(
         default=1_048_576,
         ge=65_536,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import WithJsonSchema
 
@@ -19,6 +19,7 @@ from cggm_core.tracking import encode_value
 from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
+from ..read_cache import SeriesCache
 from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_ingest
 from ..store import metrics as metric_store
@@ -75,6 +76,7 @@ def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDe
 @router.get("/{run_id}/metrics", response_model=MetricsPublic)
 def get_metrics(
     run_id: RunId,
+    request: Request,
     db: DbDep,
     settings: SettingsDep,
     keys: Annotated[
@@ -99,9 +101,16 @@ def get_metrics(
     """
     key_list = _requested_keys(keys)
     with db.read() as session:
-        run_store.get_run(session, run_id=run_id)
+        created_at = run_store.get_run(session, run_id=run_id).created_at
     chunk = settings.read_chunk_points
-    parts = _series_json(db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk)
+    cache: SeriesCache | None = request.app.state.series_cache
+    parts: Iterator[bytes] | None = None
+    if cache is not None and key_list is not None and since_step is None and max_points is None:
+        parts = _cached_series_json(db, cache, run_id=run_id, created_at=created_at, keys=key_list, chunk=chunk)
+    if parts is None:
+        parts = _series_json(
+            db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk
+        )
     eager: list[bytes] = []
     size = 0
     for part in parts:  # read and encode in this request until the answer is known to be large
@@ -172,6 +181,34 @@ def _series_json(
             yield sep + _series_piece(key, steps, values, times)
             sep = b","
     yield b"}}"
+
+
+def _cached_series_json(
+    db: Database, cache: SeriesCache, *, run_id: int, created_at: float, keys: list[str], chunk: int
+) -> Iterator[bytes] | None:
+    """A full read of the named keys, each from the cache when its point count is unchanged
+    (backend/read_cache.py); None when the read is too long for one piece (then it is streamed)."""
+    with db.read() as session:
+        counts = metric_store.point_counts(session, run_id=run_id, keys=keys)
+    if sum(counts.values()) > chunk:
+        return None
+    pieces: dict[str, bytes] = {}
+    for key in keys:
+        hit = cache.get((run_id, created_at, key), counts.get(key, 0))
+        if hit is not None:
+            pieces[key] = hit
+    missing = [k for k in keys if k not in pieces]
+    if missing:
+        with db.read() as session:
+            got = metric_store.query_series(session, run_id=run_id, keys=missing, since_step=None, max_rows=chunk)
+        if got is None:  # points came in since they were counted, and now there are too many
+            return None
+        for key, (steps_list, values_list, times_list) in got.items():
+            piece = _series_piece(key, np.asarray(steps_list, dtype=np.int64), values_list, times_list)
+            pieces[key] = piece
+            if len(steps_list) == counts.get(key, 0):  # else points came in between: not kept
+                cache.put((run_id, created_at, key), len(steps_list), piece)
+    return iter((b'{"series":{', b",".join(pieces[k] for k in keys), b"}}"))
 
 
 def _names(db: Database, run_id: int, keys: list[str] | None) -> list[str]:

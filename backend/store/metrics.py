@@ -231,6 +231,21 @@ def list_keys(session: Session, *, run_id: int) -> list[str]:
     return list(session.scalars(select(Latest.key).where(Latest.run_id == run_id).order_by(Latest.key)))
 
 
+def point_counts(session: Session, *, run_id: int, keys: list[str]) -> dict[str, int]:
+    """How many points each key has (keys without points are absent): one query over the primary
+    key's range per key, counted inside the database (no row comes back to Python)."""
+    ph = _placeholder(session)
+    sql = (
+        f"SELECT key, count(*) FROM metrics WHERE run_id = {ph} AND key IN ({', '.join([ph] * len(keys))}) GROUP BY key"
+    )
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql, [run_id, *keys])
+        return {k: int(n) for k, n in cursor.fetchall()}
+    finally:
+        cursor.close()
+
+
 def latest_values(session: Session, *, run_id: int) -> dict[str, tuple[int, float, float]]:
     rows = session.execute(select(Latest.key, Latest.step, Latest.value, Latest.time).where(Latest.run_id == run_id))
     return {k: (s, math.nan if v is None else v, t) for k, s, v, t in rows}
