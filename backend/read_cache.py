@@ -3,7 +3,7 @@
 A full read of a series (`GET /api/runs/{id}/metrics?keys=...` without since_step or max_points)
 costs the server about 0.7 µs a point of Python work, and under ingest that work waits for the GIL
 row by row (the sqlite3 driver lets it go and takes it back for every row it steps): a
-20,000-point read that takes 25 ms alone took 50-130 ms while 4 writers streamed. The run page and
+20,000-point read that takes ~26 ms alone took 44-130 ms (p50-p95) while 4 writers streamed. The run page and
 Compare read whole series of runs that have often finished, again and again (each page load, each
 viewer), so the encoded piece of each such series is kept here.
 

@@ -164,8 +164,8 @@ def _series_json(
         with db.read() as session:
             small = metric_store.query_series(session, run_id=run_id, keys=keys, since_step=since_step, max_rows=chunk)
         if small is not None:
-            for key, (steps_list, values_list, times_list) in small.items():
-                yield sep + _series_piece(key, np.asarray(steps_list, dtype=np.int64), values_list, times_list)
+            for key, columns in small.items():
+                yield sep + _full_piece(key, columns)
                 sep = b","
         else:
             for key in _names(db, run_id, keys):
@@ -203,11 +203,10 @@ def _cached_series_json(
             got = metric_store.query_series(session, run_id=run_id, keys=missing, since_step=None, max_rows=chunk)
         if got is None:  # points came in since they were counted, and now there are too many
             return None
-        for key, (steps_list, values_list, times_list) in got.items():
-            piece = _series_piece(key, np.asarray(steps_list, dtype=np.int64), values_list, times_list)
-            pieces[key] = piece
-            if len(steps_list) == counts.get(key, 0):  # else points came in between: not kept
-                cache.put((run_id, created_at, key), len(steps_list), piece)
+        for key, columns in got.items():
+            pieces[key] = piece = _full_piece(key, columns)
+            if len(columns[0]) == counts.get(key, 0):  # else points came in between: not kept
+                cache.put((run_id, created_at, key), len(columns[0]), piece)
     return iter((b'{"series":{', b",".join(pieces[k] for k in keys), b"}}"))
 
 
@@ -257,6 +256,12 @@ def _numbers(a: np.ndarray) -> bytes:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         return orjson.dumps([encode_value(v) for v in a.tolist()])[1:-1]
     return orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+
+
+def _full_piece(key: str, columns: tuple[list[int], list[float], list[float]]) -> bytes:
+    """One key's piece of a one-query read (query_series' columns: steps, values, times)."""
+    steps, values, times = columns
+    return _series_piece(key, np.asarray(steps, dtype=np.int64), values, times)
 
 
 def _series_piece(key: str, steps: np.ndarray, values: Any, times: Any) -> bytes:

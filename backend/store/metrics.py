@@ -238,12 +238,8 @@ def point_counts(session: Session, *, run_id: int, keys: list[str]) -> dict[str,
     sql = (
         f"SELECT key, count(*) FROM metrics WHERE run_id = {ph} AND key IN ({', '.join([ph] * len(keys))}) GROUP BY key"
     )
-    cursor = session.connection().connection.cursor()
-    try:
-        cursor.execute(sql, [run_id, *keys])
-        return {k: int(n) for k, n in cursor.fetchall()}
-    finally:
-        cursor.close()
+    rows = _fetch_capped(session, sql, [run_id, *keys], None)
+    return {k: int(n) for k, n in rows or ()}
 
 
 def latest_values(session: Session, *, run_id: int) -> dict[str, tuple[int, float, float]]:

@@ -9,12 +9,13 @@ Before, `metrics` had an autoincrement `id` primary key and a unique constraint 
 and the unique index) and a series read looks every point up in the rowid table, where points of
 runs written at the same time are interleaved. Now (run_id, key, step) is the primary key, and on
 SQLite `metrics`, `metric_blocks` and `latest` are WITHOUT ROWID tables (one B-tree each, in key
-order). Measured in issue 13 (BENCHMARKS §3.0d): a 20,000-point series fetches in about half the
-time, and an insert costs about a fifth less.
+order). Measured in issue 13 (BENCHMARKS §3.0d, bench/backend_table_shape.py): a 20,000-point
+series written beside three other runs fetches in 6.5 ms against 29.0, and an insert costs
+12-14 % less CPU.
 
 SQLite cannot change a table's primary key in place, so each table is rebuilt: a new table, the
-rows copied in key order, the old table dropped and the new one renamed (one transaction; the
-copy takes about a second per million points). PostgreSQL keeps its heap tables; `metrics` loses
+rows copied in key order, the old table dropped and the new one renamed, in the migration's
+transaction (the copy's time was not measured on a large database). PostgreSQL keeps its heap tables; `metrics` loses
 `id` and its sequence, and the unique constraint becomes the primary key.
 """
 
