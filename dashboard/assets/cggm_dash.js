@@ -18,12 +18,51 @@
 
   // A panel more than a screen away is drawn when it comes near (a redraw of every panel on each
   // toggle or tick would cost the ones in view their speed). Its `<type>-vis` store wakes its callback.
-  function farAway(gid) {
+  function visId(gid) {
+    return { type: gid.type.replace(/graph$/, "vis"), name: gid.name };
+  }
+
+  // Where a panel is can be told only once the page's graphs have their height. Dash loads the
+  // graph's code after the page's first callbacks may have run; until then each graph is a
+  // 0 px high `dash-graph--pending` div, every panel sits near the top, and one far down looks near.
+  function layoutSettled(el) {
+    return !!el && el.getBoundingClientRect().height > 0 && !document.querySelector(".dash-graph--pending");
+  }
+
+  // Panels asked for before the layout settled, woken together (their vis stores) once no graph
+  // is pending, or after 30 s. A woken panel is placed as it is then: one that still cannot be
+  // measured (hidden, gone) is drawn rather than left "drawing…".
+  const waiting = {};
+  const woken = {};
+  let settleTimer = null;
+  function wakeWhenSettled(key, gid) {
+    waiting[key] = gid;
+    if (settleTimer !== null) return;
+    const started = Date.now();
+    const check = () => {
+      if (document.querySelector(".dash-graph--pending") && Date.now() - started < 30000) {
+        settleTimer = setTimeout(check, 50);
+        return;
+      }
+      settleTimer = null;
+      const gids = Object.entries(waiting);
+      for (const [k, g] of gids) {
+        delete waiting[k];
+        woken[k] = true;
+        window.dash_clientside.set_props(visId(g), { data: Date.now() });
+      }
+    };
+    settleTimer = setTimeout(check, 50);
+  }
+
+  // "far", "near", or "unknown" while the layout has not settled.
+  function placement(gid) {
     const el = document.getElementById(domId(gid));
-    if (!el || !("IntersectionObserver" in window)) return false;
+    if (!("IntersectionObserver" in window)) return "near";
+    if (!layoutSettled(el)) return "unknown";
     const r = el.getBoundingClientRect();
     const h = window.innerHeight || 1000;
-    if (r.bottom > -h && r.top < 2 * h) return false;
+    if (r.bottom > -h && r.top < 2 * h) return "near";
     const key = gid.type + "|" + gid.name;
     if (!watching[key]) {
       watching[key] = new IntersectionObserver(
@@ -31,14 +70,13 @@
           if (!entries.some((e) => e.isIntersecting)) return;
           watching[key].disconnect();
           delete watching[key];
-          const vis = { type: gid.type.replace(/graph$/, "vis"), name: gid.name };
-          window.dash_clientside.set_props(vis, { data: Date.now() });
+          window.dash_clientside.set_props(visId(gid), { data: Date.now() });
         },
         { rootMargin: "100% 0px 100% 0px" },
       );
       watching[key].observe(el);
     }
-    return true;
+    return "far";
   }
 
   function hasTraces(gid) {
@@ -54,7 +92,14 @@
     const key = gid.type + "|" + gid.name;
     const memo = JSON.stringify([data.token, (data.panel_rev || {})[spec.id] || 0, view, spec]);
     if (drawn[key] === memo) return NO();
-    if (farAway(gid)) {
+    const where = placement(gid);
+    if (where === "unknown" && !woken[key]) {
+      // Asked again once the layout has settled; the graph keeps "drawing…" till then.
+      wakeWhenSettled(key, gid);
+      return NO();
+    }
+    delete woken[key];
+    if (where === "far") {
       // Not drawn yet: say so under the panel's title (once per render); a drawn panel keeps its figure.
       const mark = "placeholder|" + data.token;
       if (drawn[key] === mark || hasTraces(gid)) return NO();

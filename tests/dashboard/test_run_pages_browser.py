@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -145,11 +146,23 @@ def figure_without_scrolling(page: Any, graph: str) -> Any:
     )
 
 
-def test_a_panel_not_drawn_yet_shows_its_title_and_says_so(bare_stack: Stack, page: Any) -> None:
-    rid = bare_stack.external_run("long-page")
+@pytest.mark.parametrize("graph_code_delay_s", [0.0, 2.0])
+def test_a_panel_not_drawn_yet_shows_its_title_and_says_so(
+    bare_stack: Stack, page: Any, graph_code_delay_s: float
+) -> None:
+    """With the graph's code slow to arrive (as on a loaded machine with a cold cache), the page's first
+    draw runs while every graph is 0 px high: the far panel must still wait, not be drawn at once."""
+    rid = bare_stack.external_run(f"long-page-{graph_code_delay_s}")
     for step in range(1, 4):
         bare_stack.post(rid, many_families(step))
     bare_stack.finish(rid)
+    if graph_code_delay_s:
+
+        def slow(route: Any) -> None:
+            time.sleep(graph_code_delay_s)
+            route.continue_()
+
+        page.route("**/async-graph.js*", slow)
     page.set_viewport_size({"width": 1400, "height": 600})
     page.goto(f"{bare_stack.ui}/runs/{rid}")
     wait_for(lambda: trace_points_now(page, "run-panel-acc"), 30, "the first panel drawn")
