@@ -18,6 +18,7 @@ from .lifecycle import sweep_lost_forever
 from .limits import BodySizeLimit
 from .read_auth import install_read_auth
 from .read_cache import SeriesCache
+from .read_pool import ReadPool, reachable_from_another_process
 from .routers import meta, metrics, runs, workers
 from .schemas.common import JSON_VALUE_SCHEMA
 from .schemas.metrics import MetricsBatch
@@ -28,6 +29,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url())
     db.open_for_serving()  # migrate, and refuse a database that cannot be written (one clear line)
+    url = settings.database_url()
+    # Helpers by default on SQLite only: on PostgreSQL they made reads under ingest slower (BENCHMARKS §3.0e).
+    processes = settings.read_processes if settings.read_processes is not None else int(db.is_sqlite)
+    read_pool = ReadPool(url, processes) if processes and reachable_from_another_process(url) else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if read_pool is not None:
+                read_pool.close()
             db.dispose()
 
     app = FastAPI(
@@ -51,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.series_cache = SeriesCache(settings.read_cache_mb << 20) if settings.read_cache_mb else None
+    app.state.read_pool = read_pool
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     install_handlers(app)
     for module in (meta, runs, metrics, workers):

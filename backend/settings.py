@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         le=100_000,
         description="MB of encoded full series reads kept while the series is unchanged (backend/read_cache.py); 0 = off",
     )
+    read_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="helper processes for full series reads while batches arrive, away from the ingest's GIL "
+        "(backend/read_pool.py); 0 = every read in the server; default: 1 on SQLite, 0 on PostgreSQL (measured slower there)",
+    )
     max_request_bytes: int = Field(
         default=1_048_576,
         ge=65_536,

@@ -20,6 +20,7 @@ from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..read_cache import SeriesCache
+from ..read_pool import Pieces, ReadPool
 from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_ingest
 from ..store import metrics as metric_store
@@ -52,7 +53,7 @@ KEYS_PARAM_PATTERN = f"^{_KEY_CHAR}*[^\\s,\\u0000-\\u001f\\u007f-\\u009f]{_KEY_C
     responses={**WRITE, **CONFLICT},
     response_model=IngestResult,
 )
-def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDep) -> Response:
+def ingest_metrics(run_id: RunId, request: Request, body: RawBody, db: DbDep, settings: SettingsDep) -> Response:
     """Store a batch; idempotent on (run, key, step). Two shapes, alone or together:
 
     - rows: `{"points": [{"key", "step", "value", "time"?}, ...]}`
@@ -66,6 +67,9 @@ def ingest_metrics(run_id: RunId, body: RawBody, db: DbDep, settings: SettingsDe
     commas or surrounding whitespace.
     """
     series, total = parse_ingest(body, settings.max_batch)  # validate before taking the write lock
+    pool: ReadPool | None = request.app.state.read_pool
+    if pool is not None:
+        pool.note_write()  # full reads go to a helper process while batches arrive
     with db.write_connection() as conn:
         run_store.require_accepts_metrics(conn, run_id=run_id)
         accepted, duplicates = metric_store.ingest_series(conn, run_id=run_id, series=series, total=total)
@@ -104,12 +108,15 @@ def get_metrics(
         created_at = run_store.get_run(session, run_id=run_id).created_at
     chunk = settings.read_chunk_points
     cache: SeriesCache | None = request.app.state.series_cache
+    pool: ReadPool | None = request.app.state.read_pool
     parts: Iterator[bytes] | None = None
     if cache is not None and key_list is not None and since_step is None and max_points is None:
-        parts = _cached_series_json(db, cache, run_id=run_id, created_at=created_at, keys=key_list, chunk=chunk)
+        parts = _cached_series_json(
+            db, cache, run_id=run_id, created_at=created_at, keys=key_list, chunk=chunk, pool=pool
+        )
     if parts is None:
         parts = _series_json(
-            db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk
+            db, run_id=run_id, keys=key_list, since_step=since_step, max_points=max_points, chunk=chunk, pool=pool
         )
     eager: list[bytes] = []
     size = 0
@@ -154,18 +161,51 @@ def _requested_keys(keys: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(names))  # a key asked twice is answered once
 
 
+def read_pieces(
+    db: Database, *, run_id: int, keys: list[str] | None, max_rows: int, since_step: int | None = None
+) -> Pieces | None:
+    """Each key's points and encoded piece of a one-query read, keys in the answer's order; None
+    when there are more than `max_rows` points (the read is then streamed). Read helpers run it too."""
+    with db.read() as session:
+        got = metric_store.query_series(session, run_id=run_id, keys=keys, since_step=since_step, max_rows=max_rows)
+    if got is None:
+        return None
+    return {key: (len(columns[0]), _full_piece(key, columns)) for key, columns in got.items()}
+
+
+def _one_piece_read(
+    db: Database, pool: ReadPool | None, *, run_id: int, keys: list[str] | None, max_rows: int
+) -> Pieces | None:
+    """read_pieces of full series, in a read helper when the server has them (backend/read_pool.py)."""
+
+    def here() -> Pieces | None:
+        return read_pieces(db, run_id=run_id, keys=keys, max_rows=max_rows)
+
+    return here() if pool is None else pool.read(run_id, keys, max_rows, here)
+
+
 def _series_json(
-    db: Database, *, run_id: int, keys: list[str] | None, since_step: int | None, max_points: int | None, chunk: int
+    db: Database,
+    *,
+    run_id: int,
+    keys: list[str] | None,
+    since_step: int | None,
+    max_points: int | None,
+    chunk: int,
+    pool: ReadPool | None = None,
 ) -> Iterator[bytes]:
     """The answer's JSON in pieces; each database read is its own short session."""
     yield b'{"series":{'
     sep = b""
     if max_points is None:
-        with db.read() as session:
-            small = metric_store.query_series(session, run_id=run_id, keys=keys, since_step=since_step, max_rows=chunk)
+        small = (
+            _one_piece_read(db, pool, run_id=run_id, keys=keys, max_rows=chunk)
+            if since_step is None
+            else read_pieces(db, run_id=run_id, keys=keys, max_rows=chunk, since_step=since_step)
+        )
         if small is not None:
-            for key, columns in small.items():
-                yield sep + _full_piece(key, columns)
+            for _, piece in small.values():
+                yield sep + piece
                 sep = b","
         else:
             for key in _names(db, run_id, keys):
@@ -184,7 +224,14 @@ def _series_json(
 
 
 def _cached_series_json(
-    db: Database, cache: SeriesCache, *, run_id: int, created_at: float, keys: list[str], chunk: int
+    db: Database,
+    cache: SeriesCache,
+    *,
+    run_id: int,
+    created_at: float,
+    keys: list[str],
+    chunk: int,
+    pool: ReadPool | None = None,
 ) -> Iterator[bytes] | None:
     """A full read of the named keys, each from the cache when its point count is unchanged
     (backend/read_cache.py); None when the read is too long for one piece (then it is streamed)."""
@@ -199,14 +246,13 @@ def _cached_series_json(
             pieces[key] = hit
     missing = [k for k in keys if k not in pieces]
     if missing:
-        with db.read() as session:
-            got = metric_store.query_series(session, run_id=run_id, keys=missing, since_step=None, max_rows=chunk)
+        got = _one_piece_read(db, pool, run_id=run_id, keys=missing, max_rows=chunk)
         if got is None:  # points came in since they were counted, and now there are too many
             return None
-        for key, columns in got.items():
-            pieces[key] = piece = _full_piece(key, columns)
-            if len(columns[0]) == counts.get(key, 0):  # else points came in between: not kept
-                cache.put((run_id, created_at, key), len(columns[0]), piece)
+        for key, (n, piece) in got.items():
+            pieces[key] = piece
+            if n == counts.get(key, 0):  # else points came in between: not kept
+                cache.put((run_id, created_at, key), n, piece)
     return iter((b'{"series":{', b",".join(pieces[k] for k in keys), b"}}"))
 
 
