@@ -13,7 +13,8 @@ chunk by chunk) run in `settings.read_processes` helper processes, each with its
 same database (SQLite in WAL mode lets other processes read while the server writes). A helper
 returns each key's point count and encoded piece, the bytes the server would have built, so the
 answers and the read cache are the same either way. With no ingest going on a read stays in the
-server, which saves the hop. On PostgreSQL the helper made reads under ingest slower (same bench),
+server, which saves the hop, and a read that finds every helper busy is the server's too rather
+than wait in line behind another. On PostgreSQL the helper made reads under ingest slower (same bench),
 probably because psycopg receives a result without giving the GIL back row by row, so there is
 little to win and the hop still costs; there it is off unless asked for.
 
@@ -98,7 +99,9 @@ class ReadPool:
         self._lock = threading.Lock()
         self._closed = False
         self._last_write = -1e18
+        self._in_flight = 0
         self.served = 0  # reads a helper answered
+        self.overflows = 0  # reads the server did itself because every helper was busy
         self.fallbacks = 0  # reads the server did itself because a helper failed
 
     def note_write(self) -> None:
@@ -147,16 +150,30 @@ class ReadPool:
         pool = self._pool
         if pool is None or not self._ready or time.monotonic() - self._last_write > self.busy_s:
             return in_process()
+        with self._lock:
+            if self._in_flight >= self.processes:  # every helper busy: here, rather than wait in line
+                self.overflows += 1
+                busy = True
+            else:
+                self._in_flight += 1
+                busy = False
+        if busy:
+            return in_process()
+        failed = False
         try:
             got = pool.submit(_read_in_child, run_id, keys, max_rows).result()
         except (BrokenProcessPool, OSError, RuntimeError) as e:
             # RuntimeError: the pool was shut down under this read (the server stopping, or discarded)
             log.warning("read helper failed (%s); reading in the server", e)
-            self.fallbacks += 1
+            failed = True
             self._discard(pool)
-            return in_process()
         except Exception as e:  # e.g. a database error: the server's own read reports it
             log.warning("read helper failed (%s: %s); reading in the server", type(e).__name__, e)
+            failed = True
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        if failed:
             self.fallbacks += 1
             return in_process()
         self.served += 1

@@ -200,7 +200,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.access_log == "errors":  # after Config, which sets up uvicorn's loggers
         logging.getLogger("uvicorn.access").addFilter(_ErrorsOnly())
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raises it; no traceback
+        return 130
     return 0 if server.started else 3  # 3: uvicorn's code for "could not start" (e.g. the port is taken)
 
 

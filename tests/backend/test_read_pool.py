@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from backend.db import Database
@@ -23,7 +26,7 @@ from backend.schemas.metrics import SeriesIn
 from backend.store import metrics as metric_store
 from backend.store import runs as run_store
 
-from .conftest import new_running_run
+from .conftest import REPO, free_port, new_running_run
 
 
 def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
@@ -66,6 +69,11 @@ def test_a_helper_answers_what_the_server_would_and_a_dead_one_costs_nothing(tmp
             assert pool.read(run_id, keys, 50_000, _not_here) == want
         assert pool.read(run_id, None, 100, _not_here) is None  # too long for one piece: streamed instead
         assert pool.served == 4
+        # Every helper busy (its one slot taken): the read is the server's rather than wait in line.
+        pool._in_flight = 1
+        assert pool.read(run_id, ["loss"], 50_000, lambda: {"here": (0, b"")}) == {"here": (0, b"")}
+        pool._in_flight = 0
+        assert (pool.overflows, pool.served) == (1, 4)
 
         # The helper is killed: that read is the server's, right and whole; the next batch starts another.
         (pid,) = pool.helper_pids()
@@ -236,3 +244,37 @@ def test_by_default_a_sqlite_server_has_a_helper_and_a_postgresql_one_none(  # t
                 time.sleep(2.0)  # a helper, were there one, would be up by now
                 assert _helpers_of(pid) == []
         server.stop()
+
+
+def test_ctrl_c_stops_serve_and_its_helper_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole foreground group: the helper ignores it and the server stops it."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "cggm_core", "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'c.db'}"]
+    env = {**os.environ, "CGGM_READ_PROCESSES": "1"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(f"{url}/api/health"), 60, "the server")
+        with httpx.Client(base_url=url, timeout=30) as api:
+            run_id = new_running_run(api)
+            body = {"series": [{"key": "loss", "steps": [1, 2], "values": [0.5, 0.25]}]}
+            api.post(f"/api/runs/{run_id}/metrics", json=body).raise_for_status()
+        (helper,) = _wait(lambda: _helpers_of(proc.pid), 60, "the helper")
+        _wait(lambda: _settled(helper), 60, "the helper to finish starting")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert not _alive(helper)
+        text = log.read_text()
+        assert "Application shutdown complete" in text and "Traceback" not in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
