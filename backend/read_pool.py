@@ -7,12 +7,14 @@ the read's rows wait for the GIL one by one. Measured on 2 cores while 4 writers
 (bench/backend_read_helpers.py, BENCHMARKS §3.0e): a cold 20,000-point read took p50 36-41 /
 p95 63-67 ms in the server and 28-29 / 38-42 ms through a helper.
 
-So while metrics are being written (an ingest request in the last BUSY_S seconds), the one-piece
-reads (at most settings.read_chunk_points points in all; longer reads are streamed in the server,
-chunk by chunk) run in `settings.read_processes` helper processes, each with its own engine on the
-same database (SQLite in WAL mode lets other processes read while the server writes). A helper
-returns each key's point count and encoded piece, the bytes the server would have built, so the
-answers and the read cache are the same either way. With no ingest going on a read stays in the
+So while metrics are being written (an ingest request in the last BUSY_S seconds), two kinds of
+read run in `settings.read_processes` helper processes, each with its own engine on the same
+database (SQLite in WAL mode lets other processes read while the server writes): full reads that
+fit one piece (at most settings.read_chunk_points points in all; longer ones are streamed in the
+server, chunk by chunk), and downsampled reads (the run page's: every key at most max_points,
+up to HELPER_MAX_DOWNSAMPLED_POINTS in all, in backend/routers/metrics.py). A helper returns each
+key's point count and encoded piece, the bytes the server would have built, so the answers and
+the read cache are the same either way. With no ingest going on a read stays in the
 server, which saves the hop, and a read that finds every helper busy is the server's too rather
 than wait in line behind another. On PostgreSQL the helper made reads under ingest slower (same bench),
 probably because psycopg receives a result without giving the GIL back row by row, so there is
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -72,10 +75,27 @@ def _ping() -> int:
     return os.getpid()
 
 
-def _read_in_child(run_id: int, keys: list[str] | None, max_rows: int) -> Pieces | None:
-    from .routers.metrics import read_pieces
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a helper reads: full series (at most max_rows points in all, else None: streamed), or,
+    with max_points, each key downsampled (the run page's read)."""
 
-    return read_pieces(_child_db, run_id=run_id, keys=keys, max_rows=max_rows)
+    run_id: int
+    keys: list[str] | None
+    max_rows: int = 0
+    since_step: int | None = None
+    max_points: int | None = None
+
+
+def _read_in_child(req: ReadRequest) -> Pieces | None:
+    from .routers.metrics import downsampled_pieces, read_pieces
+
+    if req.max_points is not None:
+        assert req.keys is not None
+        return downsampled_pieces(
+            _child_db, run_id=req.run_id, keys=req.keys, since_step=req.since_step, max_points=req.max_points
+        )
+    return read_pieces(_child_db, run_id=req.run_id, keys=req.keys, max_rows=req.max_rows)
 
 
 def reachable_from_another_process(url: str) -> bool:
@@ -143,9 +163,7 @@ class ReadPool:
                 self._pool, self._ready = None, False
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def read(
-        self, run_id: int, keys: list[str] | None, max_rows: int, in_process: Callable[[], Pieces | None]
-    ) -> Pieces | None:
+    def read(self, req: ReadRequest, in_process: Callable[[], Pieces | None]) -> Pieces | None:
         """The pieces from a helper while ingest is going on and the helpers are up; else `in_process()`."""
         pool = self._pool
         if pool is None or not self._ready or time.monotonic() - self._last_write > self.busy_s:
@@ -161,7 +179,7 @@ class ReadPool:
             return in_process()
         failed = False
         try:
-            got = pool.submit(_read_in_child, run_id, keys, max_rows).result()
+            got = pool.submit(_read_in_child, req).result()
         except (BrokenProcessPool, OSError, RuntimeError) as e:
             # RuntimeError: the pool was shut down under this read (the server stopping, or discarded)
             log.warning("read helper failed (%s); reading in the server", e)

@@ -1,14 +1,15 @@
 """Reads of a 20,000-point series under 4 writers, with the read helper (backend/read_pool.py) and without.
 
-    .venv/bin/python bench/backend_read_helpers.py [--rounds 2] [--cache 0,64] [--json out.json]
+    .venv/bin/python bench/backend_read_helpers.py [--db sqlite,postgresql] [--rounds 2] [--cache 0,64]
+        [--read full|page] [--json out.json]
 
 For each database (--db: a fresh SQLite file; for PostgreSQL a fresh schema in $CGGM_TEST_PG_URL)
 and each --cache setting (CGGM_READ_CACHE_MB: 0 = every read is cold, 64 = the default, where a
 re-read of an unchanged series is answered from memory), alternately with CGGM_READ_PROCESSES=0
 and =1 (A B A B ..., --rounds pairs, so that the machine's drift falls on both): a real
 `cggm serve` on a fresh SQLite file, one run with --keys series of --read-steps points (written
-through the API), then GET /api/runs/{id}/metrics?keys=k0 (the run page's full read of one key)
---reads times alone and --reads times while 4 writer processes each stream --keys x --steps
+through the API), then GET /api/runs/{id}/metrics?keys=k0 (a full read of one key; with --read
+page, ?keys=k0,...,k9&max_points=1500, the run page's read of every key, downsampled) --reads times alone and --reads times while 4 writer processes each stream --keys x --steps
 points into their own run (columnar bodies of --batch points, as HttpSink sends). Reports p50 and
 p95 of each, the writers' points/s over the loaded reads, and the helper's resident memory.
 """
@@ -68,7 +69,11 @@ def one(args: argparse.Namespace, db: str, processes: int, cache_mb: int, work: 
         run = new_runs(server.url, 1, "read")[0]
         Writers(server.url, [run], args.keys, args.read_steps, args.batch, "columns").join()
         time.sleep(3)  # past the read pool's busy window: the reads alone are the server's own
-        url = f"{server.url}/api/runs/{run}/metrics?keys=k0"
+        if args.read == "page":  # the run page's read: every key, downsampled
+            names = ",".join(f"k{k}" for k in range(args.keys))
+            url = f"{server.url}/api/runs/{run}/metrics?keys={names}&max_points={args.max_points}"
+        else:
+            url = f"{server.url}/api/runs/{run}/metrics?keys=k0"
         with httpx.Client(timeout=120) as c:
 
             def read() -> float:
@@ -76,8 +81,9 @@ def one(args: argparse.Namespace, db: str, processes: int, cache_mb: int, work: 
                 r = c.get(url)
                 dt = time.perf_counter() - t
                 r.raise_for_status()
-                if len(r.json()["series"]["k0"]["steps"]) != args.read_steps:
-                    raise RuntimeError("a read came back short")
+                n = len(r.json()["series"]["k0"]["steps"])
+                if (n != args.read_steps) if args.read == "full" else not 0 < n <= args.max_points:
+                    raise RuntimeError(f"a read came back with {n} points")
                 return dt
 
             for _ in range(3):
@@ -98,6 +104,7 @@ def one(args: argparse.Namespace, db: str, processes: int, cache_mb: int, work: 
             "db": db,
             "read_processes": processes,
             "cache_mb": cache_mb,
+            "read": args.read,
             "alone_ms": {"p50": pct(alone, 0.5) * 1e3, "p95": pct(alone, 0.95) * 1e3, "n": len(alone)},
             "under_4_ms": {"p50": pct(under, 0.5) * 1e3, "p95": pct(under, 0.95) * 1e3, "n": len(under)},
             "writers_points_per_s": load["points_per_s"],
@@ -119,6 +126,13 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite", help="sqlite, postgresql or both (comma-separated)")
     ap.add_argument("--pg-url", default=os.environ.get("CGGM_TEST_PG_URL", ""))
     ap.add_argument("--cache", default="0,64", help="CGGM_READ_CACHE_MB values")
+    ap.add_argument(
+        "--read",
+        choices=["full", "page"],
+        default="full",
+        help="full: keys=k0 (one whole series); page: every key with max_points (the run page's read)",
+    )
+    ap.add_argument("--max-points", type=int, default=1500, help="for --read page (the run page's MAX_POINTS)")
     ap.add_argument("--keys", type=int, default=10)
     ap.add_argument("--read-steps", type=int, default=20_000)
     ap.add_argument("--steps", type=int, default=50_000, help="per loading writer: --keys x this many points")
@@ -137,7 +151,7 @@ def main() -> None:
                     res["results"].append(r)
                     a, u = r["alone_ms"], r["under_4_ms"]
                     print(
-                        f"{db}, cache {cache_mb} MB, read helpers {processes}: alone p50/p95 {a['p50']:.1f}/{a['p95']:.1f} ms; "
+                        f"{db}, {args.read} read, cache {cache_mb} MB, read helpers {processes}: alone p50/p95 {a['p50']:.1f}/{a['p95']:.1f} ms; "
                         f"under 4 writers {u['p50']:.1f}/{u['p95']:.1f} ms (n {u['n']}); writers "
                         f"{r['writers_points_per_s']:,.0f} points/s; helper RSS {r['helper_rss_mb']} MB; "
                         f"load {r['load']:.2f}",

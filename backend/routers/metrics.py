@@ -20,7 +20,7 @@ from ..db import Database
 from ..deps import DbDep, RawBody, ReadSession, RunId, SettingsDep, WriteAuth
 from ..errors import Invalid
 from ..read_cache import SeriesCache
-from ..read_pool import Pieces, ReadPool
+from ..read_pool import Pieces, ReadPool, ReadRequest
 from ..schemas.common import COMMON_RESPONSES, CONFLICT, INVALID, MAX_STEP, NOT_FOUND, WRITE, text_problem
 from ..schemas.metrics import IngestResult, KeysPublic, MetricsBatch, MetricsPublic, parse_ingest
 from ..store import metrics as metric_store
@@ -181,7 +181,27 @@ def _one_piece_read(
     def here() -> Pieces | None:
         return read_pieces(db, run_id=run_id, keys=keys, max_rows=max_rows)
 
-    return here() if pool is None else pool.read(run_id, keys, max_rows, here)
+    return here() if pool is None else pool.read(ReadRequest(run_id, keys, max_rows=max_rows), here)
+
+
+# A downsampled read goes to a read helper when its answer is at most this many points (keys x
+# max_points): the helper sends it whole, where the server streams it key by key.
+HELPER_MAX_DOWNSAMPLED_POINTS = 200_000
+
+
+def downsampled_pieces(
+    db: Database, *, run_id: int, keys: list[str], since_step: int | None, max_points: int
+) -> Pieces:
+    """Each key downsampled to at most max_points (its points and encoded piece), one short session
+    per key. Read helpers run it too."""
+    out: Pieces = {}
+    for key in keys:
+        with db.read() as session:
+            steps, values, times = metric_store.query_downsampled(
+                session, run_id=run_id, key=key, since_step=since_step, max_points=max_points
+            )
+        out[key] = (len(steps), _series_piece(key, steps, values, times))
+    return out
 
 
 def _series_json(
@@ -213,12 +233,24 @@ def _series_json(
                 sep = b","
                 yield from _stream_one(db, run_id=run_id, key=key, since_step=since_step, chunk=chunk)
     else:
-        for key in _names(db, run_id, keys):
-            with db.read() as session:
-                steps, values, times = metric_store.query_downsampled(
-                    session, run_id=run_id, key=key, since_step=since_step, max_points=max_points
-                )
-            yield sep + _series_piece(key, steps, values, times)
+        names = _names(db, run_id, keys)
+        if pool is not None and len(names) * max_points <= HELPER_MAX_DOWNSAMPLED_POINTS:
+
+            def here() -> Pieces:
+                return downsampled_pieces(db, run_id=run_id, keys=names, since_step=since_step, max_points=max_points)
+
+            got = pool.read(ReadRequest(run_id, names, since_step=since_step, max_points=max_points), here)
+            pieces = (piece for _, piece in (got or {}).values())
+        else:  # key by key, as read: the answer may be long
+            pieces = (
+                piece
+                for key in names
+                for _, piece in downsampled_pieces(
+                    db, run_id=run_id, keys=[key], since_step=since_step, max_points=max_points
+                ).values()
+            )
+        for piece in pieces:
+            yield sep + piece
             sep = b","
     yield b"}}"
 

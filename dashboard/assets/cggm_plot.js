@@ -147,6 +147,7 @@
     let hidden = 0;
     let lo = Infinity;
     let hi = -Infinity;
+    let posLo = Infinity; // the smallest value > 0 (what a log axis spans from)
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
       if (!Number.isFinite(v)) {
@@ -155,6 +156,7 @@
       }
       if (v < lo) lo = v;
       if (v > hi) hi = v;
+      if (v > 0 && v < posLo) posLo = v;
       if (scale === "log") {
         if (v <= 0) {
           y[i] = null;
@@ -162,7 +164,7 @@
         } else y[i] = v;
       } else y[i] = scale === "symlog" ? symlog(v) : v;
     }
-    return { y: y, hidden: hidden, lo: lo, hi: hi };
+    return { y: y, hidden: hidden, lo: lo, hi: hi, posLo: posLo };
   }
 
   function realValues(values) {
@@ -277,6 +279,8 @@
     let hidden = 0;
     const ranges = [];
     for (let c = 0; c < nCols; c++) ranges.push([0, 0]);
+    const posRanges = []; // per column: [smallest value > 0, largest value], for log axes
+    for (let c = 0; c < nCols; c++) posRanges.push([Infinity, -Infinity]);
     const seenLegend = new Set();
     const steps = [];
     for (let c = 0; c < nCols; c++) steps.push([Infinity, -Infinity]);
@@ -301,6 +305,7 @@
         if (kind === "raw") {
           hidden += yv.hidden;
           if (yv.lo <= yv.hi) ranges[col] = [Math.min(ranges[col][0], yv.lo), Math.max(ranges[col][1], yv.hi)];
+          if (yv.posLo <= yv.hi) posRanges[col] = [Math.min(posRanges[col][0], yv.posLo), Math.max(posRanges[col][1], yv.hi)];
         }
         traces.push(
           lineTrace(x, yv.y, realValues(values), {
@@ -366,7 +371,13 @@
         if (c > 0 && view.sharedY) ya.showticklabels = false;
       }
       if (xMode === "wall") xa.type = "date";
-      if (scale === "log") ya.type = "log";
+      if (scale === "log") {
+        ya.type = "log";
+        // Under 3 decades plotly labels every digit of each decade (9 8 7 … 2 in small type, one
+        // over the other); label 1, 2 and 5 of each decade instead.
+        const pr = columns && !view.sharedY ? posRanges[c] : posRanges.reduce((a, r) => [Math.min(a[0], r[0]), Math.max(a[1], r[1])], [Infinity, -Infinity]);
+        if (pr[0] <= pr[1] && Math.log10(pr[1] / pr[0]) < 3) ya.dtick = "D2";
+      }
       if (scale === "symlog") {
         const r = columns && !view.sharedY ? ranges[c] : global;
         const ticks = symlogTicks(r[0], r[1]);

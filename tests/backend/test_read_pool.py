@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from backend.db import Database
-from backend.read_pool import Pieces, ReadPool, reachable_from_another_process
-from backend.routers.metrics import read_pieces
+from backend.read_pool import Pieces, ReadPool, ReadRequest, reachable_from_another_process
+from backend.routers.metrics import downsampled_pieces, read_pieces
 from backend.schemas.metrics import SeriesIn
 from backend.store import metrics as metric_store
 from backend.store import runs as run_store
@@ -61,19 +61,31 @@ def test_a_helper_answers_what_the_server_would_and_a_dead_one_costs_nothing(tmp
     pool = ReadPool(str(db.engine.url), processes=1, busy_s=60.0)
     try:
         # No batch yet: no helper, the server reads.
-        assert pool.read(run_id, ["loss"], 50_000, lambda: {"here": (0, b"")}) == {"here": (0, b"")}
+        assert pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), lambda: {"here": (0, b"")}) == {
+            "here": (0, b"")
+        }
         pool.note_write()
         _wait(lambda: pool._ready, 60, "the helper to start")
         for keys in (["loss"], ["acc/m0", "loss", "never"], None):
             want = read_pieces(db, run_id=run_id, keys=keys, max_rows=50_000)
-            assert pool.read(run_id, keys, 50_000, _not_here) == want
-        assert pool.read(run_id, None, 100, _not_here) is None  # too long for one piece: streamed instead
-        assert pool.served == 4
+            assert pool.read(ReadRequest(run_id, keys, max_rows=50_000), _not_here) == want
+        assert (
+            pool.read(ReadRequest(run_id, None, max_rows=100), _not_here) is None
+        )  # too long for one piece: streamed instead
+        # The run page's read: each key downsampled (after since_step too).
+        for since in (None, 1500):
+            req = ReadRequest(run_id, ["loss", "acc/m0", "never"], since_step=since, max_points=50)
+            want_ds = downsampled_pieces(db, run_id=run_id, keys=req.keys or [], since_step=since, max_points=50)
+            assert pool.read(req, _not_here) == want_ds
+            assert 0 < want_ds["loss"][0] <= 50 and want_ds["never"][0] == 0
+        assert pool.served == 6
         # Every helper busy (its one slot taken): the read is the server's rather than wait in line.
         pool._in_flight = 1
-        assert pool.read(run_id, ["loss"], 50_000, lambda: {"here": (0, b"")}) == {"here": (0, b"")}
+        assert pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), lambda: {"here": (0, b"")}) == {
+            "here": (0, b"")
+        }
         pool._in_flight = 0
-        assert (pool.overflows, pool.served) == (1, 4)
+        assert (pool.overflows, pool.served) == (1, 6)
 
         # The helper is killed: that read is the server's, right and whole; the next batch starts another.
         (pid,) = pool.helper_pids()
@@ -81,12 +93,12 @@ def test_a_helper_answers_what_the_server_would_and_a_dead_one_costs_nothing(tmp
         _wait(lambda: not _alive(pid), 10, "the kill")
         want = read_pieces(db, run_id=run_id, keys=["loss"], max_rows=50_000)
         here = []
-        got = pool.read(run_id, ["loss"], 50_000, lambda: here.append(1) or want)
+        got = pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), lambda: here.append(1) or want)
         assert got == want and here == [1] and pool.fallbacks == 1
         pool.note_write()
         _wait(lambda: pool._ready, 60, "a new helper")
         assert pool.helper_pids() != [pid]
-        assert pool.read(run_id, ["loss"], 50_000, _not_here) == want
+        assert pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), _not_here) == want
     finally:
         pool.close()
         db.dispose()
@@ -99,9 +111,11 @@ def test_with_no_batch_for_a_while_the_server_reads_itself(tmp_path: Path) -> No
         pool.note_write()
         _wait(lambda: pool._ready, 60, "the helper to start")
         pool.note_write()
-        assert pool.read(run_id, ["loss"], 50_000, _not_here) is not None
+        assert pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), _not_here) is not None
         time.sleep(0.5)  # past busy_s: the hop to a helper would only cost time
-        assert pool.read(run_id, ["loss"], 50_000, lambda: {"here": (0, b"")}) == {"here": (0, b"")}
+        assert pool.read(ReadRequest(run_id, ["loss"], max_rows=50_000), lambda: {"here": (0, b"")}) == {
+            "here": (0, b"")
+        }
     finally:
         pool.close()
         db.dispose()
@@ -158,11 +172,21 @@ def test_a_server_reads_in_its_helper_while_batches_arrive_and_answers_as_one_wi
             assert got.content == b.get(f"/api/runs/{run_id}/metrics", params=params).content
             assert len(got.json()["series"]["loss"]["steps"]) == (i + 1) * 500
         assert _cpu_ticks(helper) > before  # the helper did the reads (it does nothing else)
+        # The run page's read (each key downsampled), also in the helper.
+        before = _cpu_ticks(helper)
+        page = {"keys": "loss,never", "max_points": "300"}
+        for i in range(30, 45):
+            post(i * 500)
+            got = a.get(f"/api/runs/{run_id}/metrics", params=page)
+            assert got.status_code == 200
+            assert got.content == b.get(f"/api/runs/{run_id}/metrics", params=page).content
+            assert 0 < len(got.json()["series"]["loss"]["steps"]) <= 300
+        assert _cpu_ticks(helper) > before
         assert _helpers_of(plain.proc.pid) == []
 
         # Its helper killed, the server still answers every read, and rightly; a new one starts.
         os.kill(helper, signal.SIGKILL)
-        for i in range(30, 35):
+        for i in range(45, 50):
             post(i * 500)
             got = a.get(f"/api/runs/{run_id}/metrics", params=params)
             assert got.status_code == 200

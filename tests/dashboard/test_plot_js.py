@@ -180,6 +180,21 @@ def test_symlog_axis_leaves_a_margin_so_a_constant_line_is_seen(js: Any) -> None
     assert "1" in ya["ticktext"]
 
 
+def test_a_log_axis_over_a_few_decades_labels_1_2_and_5_not_every_digit(js: Any) -> None:
+    """Plotly's own ticks over ~1.3 decades label every digit (9 8 7 … 2 stacked in small type)."""
+
+    def yaxis(values: list[float]) -> dict[str, Any]:
+        steps = list(range(1, len(values) + 1))
+        data = {"run_id": 1, "runs": {}, "series": {"g": {"s": steps, "v": values, "t": steps}}}
+        spec = {"id": "p", "title": "g", "scale": "log", "traces": [{"sid": "g", "name": "g"}]}
+        return js("P.buildFigure(arg.spec, arg.data, {scale: 'log'})", {"spec": spec, "data": data})["layout"]["yaxis"]
+
+    assert yaxis([0.06, 0.3, 1.2])["dtick"] == "D2"
+    assert yaxis([-1.0, 0.0, 0.06, 1.2])["dtick"] == "D2"  # values <= 0 are not on a log axis
+    assert "dtick" not in yaxis([1e-5, 0.1, 10.0])  # 6 decades: plotly's one label per decade
+    assert "dtick" not in yaxis([-1.0, 0.0])  # nothing to show on a log axis
+
+
 def test_a_few_steps_get_whole_step_ticks(js: Any) -> None:
     def xaxis(steps: list[int], x: str = "step") -> dict[str, Any]:
         data = {"run_id": 1, "runs": {"1": {"t0": 0}}, "series": {"a": {"s": steps, "v": steps, "t": steps}}}
