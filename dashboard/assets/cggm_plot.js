@@ -13,8 +13,45 @@
   // A modality keeps its colour everywhere; runs (compare overlays) get a palette of their own.
   const MODALITY_COLORS = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52"];
   const RUN_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#e6ab02", "#666666", "#1f78b4", "#b15928"];
-  // Above this many points a trace is drawn with WebGL (SVG slows down past a few thousand).
-  const WEBGL_MIN_POINTS = 2000;
+  // Most points a line is drawn with. The page first reads each series downsampled (1,500 points)
+  // and a live run's ticks then append to it; past this, each bucket keeps its lowest and highest
+  // point (extremesIndices), so drawing stays fast in SVG. WebGL lines were tried before: a page
+  // gets ~16 WebGL contexts from the browser, and with every panel of a long live run in WebGL
+  // the first panels lost theirs and went blank ("Too many active WebGL contexts").
+  const DRAW_MAX_POINTS = 3000;
+
+  // Indices (ascending) of at most maxPoints of y to draw: the first and last point, and each
+  // bucket's lowest and highest value (the backend's min-max rule, backend/downsample.py); a
+  // bucket with nothing but gaps (null) keeps one of them, so that the line still breaks there.
+  // null when every point fits.
+  function extremesIndices(y, maxPoints) {
+    const n = y.length;
+    if (n <= maxPoints) return null;
+    const buckets = Math.max(1, Math.floor((maxPoints - 2) / 2));
+    const interior = n - 2;
+    const size = Math.ceil(interior / buckets);
+    const out = [0];
+    for (let start = 1; start < n - 1; start += size) {
+      const end = Math.min(n - 1, start + size);
+      let lo = -1;
+      let hi = -1;
+      for (let i = start; i < end; i++) {
+        const v = y[i];
+        if (v === null || v === undefined || Number.isNaN(v)) continue;
+        if (lo < 0 || v < y[lo]) lo = i;
+        if (hi < 0 || v > y[hi]) hi = i;
+      }
+      if (lo < 0) out.push(start);
+      else if (lo === hi) out.push(lo);
+      else out.push(Math.min(lo, hi), Math.max(lo, hi));
+    }
+    out.push(n - 1);
+    return out;
+  }
+
+  function pick(a, idx) {
+    return idx ? idx.map((i) => a[i]) : a;
+  }
   const X_TITLES = { step: "step", epoch: "epoch", relative: "time since start (s)", wall: "time" };
   const DOMINANCE_ROWS = [["acc", "accuracy"], ["grad_norm", "grad norm"]];
 
@@ -186,7 +223,7 @@
   function lineTrace(x, y, real, opts) {
     const n = x.length;
     const tr = {
-      type: n >= WEBGL_MIN_POINTS ? "scattergl" : "scatter",
+      type: "scatter",
       mode: n === 1 ? "markers" : "lines",
       x: x,
       y: y,
@@ -307,8 +344,9 @@
           if (yv.lo <= yv.hi) ranges[col] = [Math.min(ranges[col][0], yv.lo), Math.max(ranges[col][1], yv.hi)];
           if (yv.posLo <= yv.hi) posRanges[col] = [Math.min(posRanges[col][0], yv.posLo), Math.max(posRanges[col][1], yv.hi)];
         }
+        const idx = extremesIndices(yv.y, DRAW_MAX_POINTS);
         traces.push(
-          lineTrace(x, yv.y, realValues(values), {
+          lineTrace(pick(x, idx), pick(yv.y, idx), pick(realValues(values), idx), {
             name: t.name,
             group: group,
             color: t.color,
@@ -610,6 +648,8 @@
     ema: ema,
     symlog: symlog,
     symlogTicks: symlogTicks,
+    extremesIndices: extremesIndices,
+    DRAW_MAX_POINTS: DRAW_MAX_POINTS,
     formatReal: formatReal,
     epochOf: epochOf,
     xValues: xValues,

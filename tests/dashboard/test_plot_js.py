@@ -195,6 +195,29 @@ def test_a_log_axis_over_a_few_decades_labels_1_2_and_5_not_every_digit(js: Any)
     assert "dtick" not in yaxis([-1.0, 0.0])  # nothing to show on a log axis
 
 
+def test_a_long_line_is_drawn_with_its_extremes_in_svg_not_webgl(js: Any) -> None:
+    """A live run's series grows past the 1,500 points the page first read. Each bucket keeps its
+    lowest and highest point (and a bucket of gaps one gap); the line stays SVG: with every panel
+    in WebGL, a browser's ~16 contexts ran out and the first panels went blank."""
+    assert js("P.extremesIndices([1, 2, 3], 6)") is None  # fits
+    # 10 points, 6 at most: 2 buckets over the 8 inside points (1-4 and 5-8), plus first and last.
+    y = [5, 9, 1, 7, 3, 2, 8, None, 4, 6]
+    assert js("P.extremesIndices(arg, 6)", y) == [0, 1, 2, 5, 6, 9]
+    assert js("P.extremesIndices(arg, 6)", [0, None, None, None, None, 3, 1, 2, 4, 0]) == [0, 1, 6, 8, 9]
+
+    n = 10_000
+    values = [0.5 + 0.001 * (i % 7) for i in range(n)]
+    values[4321], values[8765] = 9.0, -3.0  # the spike and the dip a user must see
+    steps = list(range(n))
+    data = {"run_id": 1, "runs": {}, "series": {"a": {"s": steps, "v": values, "t": steps}}}
+    spec = {"id": "p", "title": "a", "scale": "linear", "traces": [{"sid": "a", "name": "a"}]}
+    trace = js("P.buildFigure(arg.spec, arg.data, {})", {"spec": spec, "data": data})["data"][0]
+    assert trace["type"] == "scatter"
+    assert len(trace["x"]) <= js("P.DRAW_MAX_POINTS") and 4321 in trace["x"] and 8765 in trace["x"]
+    assert max(trace["y"]) == 9.0 and min(trace["y"]) == -3.0
+    assert trace["x"][0] == 0 and trace["x"][-1] == n - 1
+
+
 def test_a_few_steps_get_whole_step_ticks(js: Any) -> None:
     def xaxis(steps: list[int], x: str = "step") -> dict[str, Any]:
         data = {"run_id": 1, "runs": {"1": {"t0": 0}}, "series": {"a": {"s": steps, "v": steps, "t": steps}}}
