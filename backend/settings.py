@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=64,
-        description="helper processes for full series reads while batches arrive, away from the ingest's GIL "
+        description="helper processes for full and downsampled series reads while batches arrive, away from the ingest's GIL "
         "(backend/read_pool.py); 0 = every read in the server; default: 1 on SQLite, 0 on PostgreSQL (measured slower there)",
     )
     max_request_bytes: int = Field(

@@ -173,15 +173,22 @@ def read_pieces(
     return {key: (len(columns[0]), _full_piece(key, columns)) for key, columns in got.items()}
 
 
-def _one_piece_read(
-    db: Database, pool: ReadPool | None, *, run_id: int, keys: list[str] | None, max_rows: int
-) -> Pieces | None:
-    """read_pieces of full series, in a read helper when the server has them (backend/read_pool.py)."""
+def run_read(db: Database, req: ReadRequest) -> Pieces | None:
+    """What `req` asks for, read from `db`: here, or in a read helper with its own engine."""
+    if req.max_points is not None:
+        return downsampled_pieces(
+            db, run_id=req.run_id, keys=req.keys or [], since_step=req.since_step, max_points=req.max_points
+        )
+    return read_pieces(db, run_id=req.run_id, keys=req.keys, max_rows=req.max_rows, since_step=req.since_step)
+
+
+def _read(db: Database, pool: ReadPool | None, req: ReadRequest) -> Pieces | None:
+    """run_read in a read helper while batches arrive (backend/read_pool.py), else in this process."""
 
     def here() -> Pieces | None:
-        return read_pieces(db, run_id=run_id, keys=keys, max_rows=max_rows)
+        return run_read(db, req)
 
-    return here() if pool is None else pool.read(ReadRequest(run_id, keys, max_rows=max_rows), here)
+    return here() if pool is None else pool.read(req, here)
 
 
 # A downsampled read goes to a read helper when its answer is at most this many points (keys x
@@ -218,11 +225,8 @@ def _series_json(
     yield b'{"series":{'
     sep = b""
     if max_points is None:
-        small = (
-            _one_piece_read(db, pool, run_id=run_id, keys=keys, max_rows=chunk)
-            if since_step is None
-            else read_pieces(db, run_id=run_id, keys=keys, max_rows=chunk, since_step=since_step)
-        )
+        # An incremental read (since_step: a live page's tick) is small: the hop would cost more.
+        small = _read(db, pool if since_step is None else None, ReadRequest(run_id, keys, chunk, since_step))
         if small is not None:
             for _, piece in small.values():
                 yield sep + piece
@@ -235,11 +239,7 @@ def _series_json(
     else:
         names = _names(db, run_id, keys)
         if pool is not None and len(names) * max_points <= HELPER_MAX_DOWNSAMPLED_POINTS:
-
-            def here() -> Pieces:
-                return downsampled_pieces(db, run_id=run_id, keys=names, since_step=since_step, max_points=max_points)
-
-            got = pool.read(ReadRequest(run_id, names, since_step=since_step, max_points=max_points), here)
+            got = _read(db, pool, ReadRequest(run_id, names, since_step=since_step, max_points=max_points))
             pieces = (piece for _, piece in (got or {}).values())
         else:  # key by key, as read: the answer may be long
             pieces = (
@@ -278,7 +278,7 @@ def _cached_series_json(
             pieces[key] = hit
     missing = [k for k in keys if k not in pieces]
     if missing:
-        got = _one_piece_read(db, pool, run_id=run_id, keys=missing, max_rows=chunk)
+        got = _read(db, pool, ReadRequest(run_id, missing, max_rows=chunk))
         if got is None:  # points came in since they were counted, and now there are too many
             return None
         for key, (n, piece) in got.items():
